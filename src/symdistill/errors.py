@@ -1,0 +1,27 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SymdistillError(ValueError):
+    """A user error (bad input, unknown name, malformed file). The CLI prints it as one line."""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SymdistillError:
+    """``Unknown system 'sprng'. Choose one of: a, b. Did you mean 'spring'?``"""
+    choices = sorted(choices)
+    msg = f"Unknown {kind} {name!r}. Choose one of: {', '.join(choices)}."
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    if close:
+        msg += f" Did you mean {close[0]!r}?"
+    return SymdistillError(msg)
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        op = ">=" if allow_zero else ">"
+        raise SymdistillError(f"`{name}` must be {op} 0 (got {value})")

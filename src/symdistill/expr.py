@@ -1,0 +1,189 @@
+"""Formulas: safe parsing of user strings and compilation of sympy expressions to torch.
+
+User strings are parsed by sympy's parser under a restricted namespace (never ``eval`` on the raw
+string with Python's builtins): only the allowed variables and a fixed set of functions resolve.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import sympy as sp
+import torch
+from sympy.parsing.sympy_parser import auto_number, convert_xor, parse_expr
+
+from symdistill.errors import SymdistillError
+
+#: The functions a formula string may use.
+FUNCTIONS: dict[str, object] = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
+    "tanh": sp.tanh, "sinh": sp.sinh, "cosh": sp.cosh, "abs": sp.Abs, "Abs": sp.Abs,
+    "sign": sp.sign, "Max": sp.Max, "Min": sp.Min, "max": sp.Max, "min": sp.Min,
+    "Heaviside": sp.Heaviside, "Piecewise": sp.Piecewise, "pi": sp.pi, "E": sp.E,
+    "True": sp.true, "False": sp.false,
+}
+_PARSER_NAMES = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational}
+_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_ \t+\-*/^().,<>=!&|~]*$")
+_ATTRIBUTE = re.compile(r"[A-Za-z_)\]]\s*\.|\.\s*[A-Za-z_]")  # `x.attr`: never part of a formula
+
+
+def symbols(names: Iterable[str]) -> dict[str, sp.Symbol]:
+    """Canonical real symbols; ``r`` and masses are positive so simplification is sound."""
+    positive = {"r", "m1", "m2", "m"}
+    return {n: sp.Symbol(n, positive=True) if n in positive else sp.Symbol(n, real=True) for n in names}
+
+
+def parse_formula(text: str, variables: Sequence[str], *, what: str = "formula") -> sp.Expr:
+    """Parse ``text`` into a sympy expression in ``variables`` (``^`` means power).
+
+    Raises SymdistillError naming the offending part when the string is not a formula in those
+    variables.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SymdistillError(f"Empty {what}: write it in the variables {', '.join(variables)}")
+    if len(text) > 2000 or "__" in text or not _ALLOWED_CHARS.match(text) or _ATTRIBUTE.search(text):
+        raise SymdistillError(
+            f"Invalid {what} {text!r}: use only numbers, the variables {', '.join(variables)}, "
+            f"+ - * / ^ ( ) and the functions {', '.join(sorted(k for k in FUNCTIONS if k[0].islower()))}"
+        )
+    local = symbols(variables)
+    namespace = {"__builtins__": {}, **_PARSER_NAMES, **FUNCTIONS}
+    try:
+        expr = parse_expr(text, local_dict=local, global_dict=namespace,
+                          transformations=(auto_number, convert_xor), evaluate=True)
+    except NameError as e:
+        bad = re.search(r"name '(\w+)'", str(e))
+        name = bad.group(1) if bad else str(e)
+        raise SymdistillError(
+            f"Unknown name {name!r} in {what} {text!r}. Allowed variables: {', '.join(variables)}"
+        ) from None
+    except (SyntaxError, TypeError, ValueError, AttributeError, sp.SympifyError) as e:
+        raise SymdistillError(f"Could not parse {what} {text!r}: {e}") from None
+    if not isinstance(expr, sp.Expr):
+        raise SymdistillError(f"{what.capitalize()} {text!r} is not an expression (got {type(expr).__name__})")
+    return expr
+
+
+# --------------------------------------------------------------------------------------------
+# sympy -> torch
+
+_UNARY = {
+    sp.exp: torch.exp, sp.log: torch.log, sp.sin: torch.sin, sp.cos: torch.cos, sp.tan: torch.tan,
+    sp.tanh: torch.tanh, sp.sinh: torch.sinh, sp.cosh: torch.cosh, sp.Abs: torch.abs,
+    sp.sign: torch.sign,
+}
+_RELATIONS = {
+    sp.StrictGreaterThan: torch.gt, sp.GreaterThan: torch.ge, sp.StrictLessThan: torch.lt,
+    sp.LessThan: torch.le, sp.Equality: torch.eq, sp.Unequality: torch.ne,
+}
+
+
+class TorchExpr(torch.nn.Module):
+    """A sympy expression as a torch module, vectorised over its inputs.
+
+    ``TorchExpr(expr, ["r", "m1"])(r=tensor, m1=tensor)``. With ``trainable=True`` every float
+    constant becomes a parameter (``constants``), so the formula's constants can be refitted by
+    gradient descent; :meth:`sympy` returns the expression with the current values.
+    """
+
+    def __init__(self, expr: sp.Expr, variables: Sequence[str], *, trainable: bool = False):
+        super().__init__()
+        self.variables = tuple(variables)
+        self.expr = sp.sympify(expr)
+        unknown = {s.name for s in self.expr.free_symbols} - set(self.variables)
+        if unknown:
+            raise SymdistillError(
+                f"Expression {self.expr} uses {sorted(unknown)} not among the inputs {list(self.variables)}"
+            )
+        self.trainable = trainable
+        floats = sorted(self.expr.atoms(sp.Float), key=str) if trainable else []
+        self._const_index = {c: i for i, c in enumerate(floats)}
+        self.constants = torch.nn.Parameter(torch.tensor([float(c) for c in floats], dtype=torch.float64))
+
+    def sympy(self) -> sp.Expr:
+        if not self._const_index:
+            return self.expr
+        values = self.constants.detach().tolist()
+        return self.expr.xreplace({c: sp.Float(values[i]) for c, i in self._const_index.items()})
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        missing = [v for v in self.variables if v not in inputs]
+        if missing:
+            raise SymdistillError(f"Missing inputs {missing} for expression {self.expr}")
+        ref = inputs[self.variables[0]] if self.variables else torch.zeros(())
+        out = self._eval(self.expr, inputs, ref)
+        if not torch.is_tensor(out):
+            out = torch.full_like(ref, float(out))
+        return out.expand_as(torch.broadcast_tensors(out, ref)[0]) if out.dim() < ref.dim() else out
+
+    def _eval(self, e, x: Mapping[str, torch.Tensor], ref: torch.Tensor):
+        if e.is_Symbol:
+            return x[e.name]
+        if e.is_Number or e in (sp.pi, sp.E):
+            if e in self._const_index:
+                return self.constants[self._const_index[e]].to(ref.dtype)
+            return float(e)
+        if e is sp.true or e is sp.false:
+            return torch.full_like(ref, bool(e), dtype=torch.bool)
+        args = e.args
+        if e.is_Add:
+            out = self._eval(args[0], x, ref)
+            for a in args[1:]:
+                out = out + self._eval(a, x, ref)
+            return out
+        if e.is_Mul:
+            out = self._eval(args[0], x, ref)
+            for a in args[1:]:
+                out = out * self._eval(a, x, ref)
+            return out
+        if e.is_Pow:
+            base = self._eval(args[0], x, ref)
+            ex = args[1]
+            if ex == sp.Rational(1, 2):
+                return torch.sqrt(base) if torch.is_tensor(base) else float(base) ** 0.5
+            if ex.is_Integer and torch.is_tensor(base):
+                return base ** int(ex)
+            exv = self._eval(ex, x, ref)
+            if not torch.is_tensor(base) and not torch.is_tensor(exv):
+                return float(base) ** float(exv)
+            return torch.pow(base, exv)
+        func = type(e)
+        if func in _UNARY:
+            a = self._eval(args[0], x, ref)
+            return _UNARY[func](a if torch.is_tensor(a) else torch.full_like(ref, a))
+        if func in _RELATIONS:
+            return _RELATIONS[func](self._as_tensor(args[0], x, ref), self._as_tensor(args[1], x, ref))
+        if func is sp.Heaviside:
+            a = self._as_tensor(args[0], x, ref)
+            return torch.heaviside(a, torch.full_like(a, 0.5))
+        if func in (sp.Max, sp.Min):
+            op = torch.maximum if func is sp.Max else torch.minimum
+            out = self._as_tensor(args[0], x, ref)
+            for a in args[1:]:
+                out = op(out, self._as_tensor(a, x, ref))
+            return out
+        if func is sp.And or func is sp.Or:
+            op = torch.logical_and if func is sp.And else torch.logical_or
+            out = self._as_tensor(args[0], x, ref)
+            for a in args[1:]:
+                out = op(out, self._as_tensor(a, x, ref))
+            return out
+        if func is sp.Not:
+            return torch.logical_not(self._as_tensor(args[0], x, ref))
+        if func is sp.Piecewise:
+            out = None
+            for value, cond in reversed(args):
+                v = self._as_tensor(value, x, ref)
+                if out is None:  # the last branch is the fall-back (sympy ends with `True` when total)
+                    out = v if cond is sp.true else torch.where(self._as_tensor(cond, x, ref), v, torch.full_like(v, float("nan")))
+                else:
+                    out = torch.where(self._as_tensor(cond, x, ref), v, out)
+            return out
+        raise SymdistillError(f"Cannot compile {func.__name__} in {e} to torch")
+
+    def _as_tensor(self, e, x, ref) -> torch.Tensor:
+        v = self._eval(e, x, ref)
+        if torch.is_tensor(v):
+            return v
+        return torch.full_like(ref, float(v))
