@@ -58,7 +58,7 @@ def parse_formula(text: str, variables: Sequence[str], *, what: str = "formula")
         raise SymdistillError(
             f"Unknown name {name!r} in {what} {text!r}. Allowed variables: {', '.join(variables)}"
         ) from None
-    except (SyntaxError, TypeError, ValueError, AttributeError, sp.SympifyError) as e:
+    except Exception as e:  # the parser raises many types (TokenError, SyntaxError, TypeError, ...)
         raise SymdistillError(f"Could not parse {what} {text!r}: {e}") from None
     if not isinstance(expr, sp.Expr):
         raise SymdistillError(f"{what.capitalize()} {text!r} is not an expression (got {type(expr).__name__})")

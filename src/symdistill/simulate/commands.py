@@ -23,7 +23,11 @@ def add_simulation_args(p, *, n_sims_default: int | None = None) -> None:
     p.add_argument("--steps", type=int, default=d.n_steps, help="saved states per simulation")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dt", type=float, default=None, help="time between saved states (default: the system's)")
-    p.add_argument("--substeps", type=int, default=d.substeps, help="integration steps per saved state")
+    p.add_argument("--substeps", type=int, default=d.substeps, help="integration steps per saved state (minimum)")
+    p.add_argument("--max-substeps", type=int, default=d.max_substeps,
+                   help="per-simulation adaptive refinement near close encounters (1: fixed steps)")
+    p.add_argument("--tolerance", type=float, default=d.tolerance,
+                   help="adaptive step <= tolerance x shortest pair timescale")
     p.add_argument("--integrator", default=d.integrator, help="verlet or rk4")
     p.add_argument("--damping", type=float, default=None, help="damping coefficient c (force -c v)")
     p.add_argument("--paper-quirks", action="store_true",
@@ -33,6 +37,7 @@ def add_simulation_args(p, *, n_sims_default: int | None = None) -> None:
 def config_from_args(args) -> SimulationConfig:
     return SimulationConfig(n_sims=args.n_sims, n_bodies=args.n_bodies, dim=args.dim,
                             n_steps=args.steps, dt=args.dt, substeps=args.substeps,
+                            max_substeps=args.max_substeps, tolerance=args.tolerance,
                             integrator=args.integrator, seed=args.seed)
 
 

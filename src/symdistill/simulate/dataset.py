@@ -55,6 +55,7 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
             "format": FORMAT, "version": __version__, "system": law.name,
             "potential": str(law.energy), "dim": c.dim, "n_bodies": c.n_bodies, "dt": dt,
             "seed": c.seed, "integrator": c.integrator, "substeps": c.substeps,
+            "max_substeps": c.max_substeps, "tolerance": c.tolerance,
             "damping": law.damping, "paper_quirks": law.paper_quirks,
         })
     return path
@@ -200,7 +201,7 @@ class NBodyDataset:
             f"{self.path}: {self.n_sims} simulations x {self.n_steps} steps, {self.n_bodies} bodies, {self.dim}D",
             f"  system: {self.system or '(unknown)'}" + (f"   U(r) = {law.energy}" if law and law.energy is not None else ""),
             f"  dt: {self.dt:g}   t: 0 .. {self.t[-1]:g}   seed: {a.get('seed', '?')}   "
-            f"integrator: {a.get('integrator', '?')} x{a.get('substeps', '?')}   version: {a.get('version', '?')}",
+            f"integrator: {a.get('integrator', '?')} x{a.get('substeps', '?')}..{a.get('max_substeps', '?')}   version: {a.get('version', '?')}",
             f"  mass: {self.mass.min():.3g} .. {self.mass.max():.3g}   charge: {np.unique(np.round(self.charge, 3))[:5]}",
             f"  datasets: {', '.join(k for k in self._f.keys())}   size: {os.path.getsize(self.path) / 2**20:.1f} MiB",
         ]

@@ -29,19 +29,24 @@ class Bodies:
         self.damped = bool((self.damping != 0).any())
 
 
-def pair_geometry(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """d[b, i, j] = x_i - x_j (receiver minus sender) and |d| (0 on the diagonal)."""
+def pair_geometry(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """d[b, i, j] = x_i - x_j (receiver minus sender), |d|, and the off-diagonal mask [N, N].
+
+    The diagonal of |d| is set to 1 (not 0) so that sqrt stays differentiable there; callers mask it.
+    """
+    n = pos.shape[1]
     d = pos[:, :, None, :] - pos[:, None, :, :]
-    dist = torch.sqrt((d * d).sum(-1))
-    return d, dist
+    off = ~torch.eye(n, dtype=torch.bool, device=pos.device)
+    dist = torch.sqrt((d * d).sum(-1) + (~off).to(pos.dtype))
+    return d, dist, off
 
 
 def forces(law: Law, pos: torch.Tensor, vel: torch.Tensor, bodies: Bodies) -> torch.Tensor:
     """Total force on every body, [B, N, D]."""
-    d, dist = pair_geometry(pos)
+    d, dist, off = pair_geometry(pos)
     mag = law.force_magnitude(dist + EPS, bodies.m1, bodies.m2, bodies.q1, bodies.q2)
     # Self-pairs (and exactly coincident bodies, where the direction is undefined) exert nothing.
-    coef = torch.where(dist > 0, mag / torch.where(dist > 0, dist, 1.0), 0.0)
+    coef = torch.where(off & (dist > 0), mag / dist, 0.0)
     f = (coef[..., None] * d).sum(2)
     if bodies.damped:
         f = f - bodies.damping[:, None] * vel
@@ -54,11 +59,9 @@ def accelerations(law: Law, pos, vel, bodies: Bodies) -> torch.Tensor:
 
 def potential_energy(law: Law, pos: torch.Tensor, bodies: Bodies) -> torch.Tensor:
     """Total pair energy per simulation, [B] (each pair counted once)."""
-    _, dist = pair_geometry(pos)
+    _, dist, off = pair_geometry(pos)
     u = law.pair_energy(dist + EPS, bodies.m1, bodies.m2, bodies.q1, bodies.q2)
-    n = pos.shape[1]
-    off = ~torch.eye(n, dtype=torch.bool, device=pos.device)
-    return 0.5 * (u * off).sum((1, 2))
+    return 0.5 * torch.where(off, u, 0.0).sum((1, 2))
 
 
 def total_energy(law: Law, pos, vel, bodies: Bodies) -> torch.Tensor:
@@ -121,3 +124,45 @@ def get_integrator(name: str | Integrator) -> Integrator:
     if name not in INTEGRATORS:
         raise unknown_name("integrator", name, INTEGRATORS)
     return INTEGRATORS[name]()
+
+
+def pair_timescale(pos: torch.Tensor, vel: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+    """Shortest pair timescale per simulation, [B]: min over pairs of |d|/|dv| and sqrt(|d|/|da|).
+
+    Small when two bodies are about to pass close to each other, where the force changes fastest.
+    """
+    d, dist, off = pair_geometry(pos)
+    dv = vel[:, :, None, :] - vel[:, None, :, :]
+    da = acc[:, :, None, :] - acc[:, None, :, :]
+    tiny = torch.finfo(pos.dtype).tiny
+    t_v = dist / torch.sqrt((dv * dv).sum(-1) + tiny)
+    t_a = torch.sqrt(dist / torch.sqrt((da * da).sum(-1) + tiny))
+    tau = torch.where(off, torch.minimum(t_v, t_a), torch.inf)
+    return tau.flatten(1).min(1).values
+
+
+def advance(integrator: Integrator, law: Law, pos, vel, acc, bodies: Bodies, dt: float,
+            substeps: int = 1, max_substeps: int = 1, tolerance: float = 0.05):
+    """Advance every simulation by ``dt``.
+
+    Each simulation takes between ``substeps`` and ``max_substeps`` equal steps: as many as make
+    each step at most ``tolerance`` x its shortest pair timescale. Simulations that need more steps
+    (near-collisions, rare) are stepped alone, so the batch pays only for them.
+    """
+    if max_substeps <= substeps:
+        h = dt / substeps
+        for _ in range(substeps):
+            pos, vel, acc = integrator.step(law, pos, vel, acc, bodies, h)
+        return pos, vel, acc
+    tau = pair_timescale(pos, vel, acc)
+    k = torch.ceil(dt / (tolerance * tau)).clamp(substeps, max_substeps).to(torch.long)
+    h_all = (dt / k.to(pos.dtype))[:, None, None]
+    base = int(k.min())
+    for _ in range(base):  # every simulation takes these steps
+        pos, vel, acc = integrator.step(law, pos, vel, acc, bodies, h_all)
+    for i in range(base, int(k.max())):
+        idx = torch.nonzero(k > i).squeeze(1)
+        sub = Bodies(bodies.mass[idx], bodies.charge[idx], bodies.damping)
+        p, v, a = integrator.step(law, pos[idx], vel[idx], acc[idx], sub, h_all[idx])
+        pos, vel, acc = pos.index_copy(0, idx, p), vel.index_copy(0, idx, v), acc.index_copy(0, idx, a)
+    return pos, vel, acc

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from symdistill.errors import SymdistillError, check_positive
-from symdistill.simulate.integrate import Bodies, accelerations, get_integrator
+from symdistill.simulate.integrate import Bodies, accelerations, advance, get_integrator
 from symdistill.simulate.potentials import Law, get_law
 
 
@@ -23,7 +23,9 @@ class SimulationConfig:
     dim: int = 2
     n_steps: int = 500       # saved states, the first at t = 0
     dt: float | None = None  # time between saved states
-    substeps: int = 1        # integration steps between saved states
+    substeps: int = 1        # integration steps between saved states (the minimum when adaptive)
+    max_substeps: int = 64   # > substeps: each simulation refines its steps near close encounters
+    tolerance: float = 0.05  # adaptive step <= tolerance x the shortest pair timescale
     integrator: str = "verlet"
     seed: int = 0
     dtype: str = "float64"   # integration precision
@@ -31,7 +33,7 @@ class SimulationConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        for name in ("n_sims", "n_steps", "substeps"):
+        for name in ("n_sims", "n_steps", "substeps", "max_substeps", "tolerance"):
             check_positive(name, getattr(self, name))
         if self.n_bodies < 2:
             raise SymdistillError(f"`n_bodies` must be >= 2 (got {self.n_bodies})")
@@ -110,7 +112,7 @@ def integrate_chunks(law: Law, config: SimulationConfig, *, chunk_steps: int = 5
     dev = torch.device(c.device)
     pos0, vel0, mass, charge = initial_conditions(c.n_sims, c.n_bodies, c.dim, c.seed, law)
     integrator = get_integrator(c.integrator)
-    h = c.resolved_dt(law) / c.substeps
+    dt = c.resolved_dt(law)
     batch = c.auto_batch()
     damping = law.damping_coefficients(c.n_bodies, dtype=dtype, device=dev)
     bar = tqdm(total=c.n_sims * c.n_steps, disable=not progress, unit="state", unit_scale=True,
@@ -129,8 +131,8 @@ def integrate_chunks(law: Law, config: SimulationConfig, *, chunk_steps: int = 5
                        for n in ("pos", "vel", "acc")}
                 for i in range(k):
                     if s0 + i > 0:
-                        for _ in range(c.substeps):
-                            pos, vel, acc = integrator.step(law, pos, vel, acc, bodies, h)
+                        pos, vel, acc = advance(integrator, law, pos, vel, acc, bodies, dt,
+                                                c.substeps, c.max_substeps, c.tolerance)
                     out["pos"][:, i], out["vel"][:, i], out["acc"][:, i] = pos, vel, acc
                 if not torch.isfinite(pos).all():
                     raise SymdistillError(

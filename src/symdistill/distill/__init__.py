@@ -1,0 +1,1 @@
+"""Distillation: symbolic regression on recorded messages, and verification against ground truth."""

@@ -1,0 +1,200 @@
+"""Pareto tables of candidate equations and the paper's selection rule.
+
+A table is plain data: one :class:`Equation` per complexity on the accuracy/complexity front, with
+PySR's ``score`` (-d log(loss) / d complexity between neighbours on the front) and the selected row
+marked. Selection is PySR's "best" rule, the one the paper used (PAPER.md §4): among the equations
+whose loss is within ``1.5x`` the lowest, the one with the highest score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import sympy as sp
+
+#: Operators that cost more than one node, as in the paper (Eureqa / PySR settings): ^ exp log IF.
+HEAVY = {sp.exp: 3, sp.log: 3, sp.Piecewise: 3, sp.Heaviside: 3}
+#: Below this a loss counts as zero (keeps log(loss) finite for exact fits).
+LOSS_FLOOR = 1e-30
+#: Within this factor of the lowest loss an equation may be selected (PySR's "best").
+LOSS_TOLERANCE = 1.5
+
+
+def complexity(expr: sp.Expr) -> int:
+    """Nodes of the expression tree, counting binary operators once per join.
+
+    Variables, constants and + - * / count 1; ``^`` (other than squares and reciprocals), exp, log
+    and a Piecewise/IF count 3 (the paper's weights); other functions count 1.
+    """
+    expr = sp.sympify(expr)
+    if expr.is_Atom:
+        return 1
+    args = expr.args
+    if expr.is_Add or expr.is_Mul:
+        own = len(args) - 1
+        if expr.is_Mul and args[0] == -1:  # -x is one negation, not a product with a constant
+            return 1 + sum(complexity(a) for a in args[1:])
+        return own + sum(complexity(a) for a in args)
+    if expr.is_Pow:
+        base, ex = args
+        if ex == -1:  # 1/x: one division
+            return 1 + complexity(base)
+        if ex.is_Integer and abs(int(ex)) <= 3:  # small integer powers: a binary operator
+            return 2 + complexity(base)
+        return 3 + complexity(base) + complexity(ex)
+    if isinstance(expr, sp.Piecewise):
+        return HEAVY[sp.Piecewise] + sum(complexity(e) + (0 if c is sp.true else complexity(c))
+                                         for e, c in args)
+    if isinstance(expr, sp.core.relational.Relational):
+        return 1 + complexity(args[0]) + complexity(args[1])
+    return HEAVY.get(type(expr), 1) + sum(complexity(a) for a in args)
+
+
+def round_constants(expr: sp.Expr, digits: int = 3) -> sp.Expr:
+    """Round every float to ``digits`` significant digits; ±1.0 and 0.0 become exact."""
+    expr = sp.sympify(expr)
+    subs = {}
+    for f in expr.atoms(sp.Float):
+        v = float(f)
+        if v == 0 or not math.isfinite(v):
+            continue
+        rounded = float(f"{v:.{digits}g}")
+        subs[f] = sp.Integer(int(rounded)) if rounded in (-1.0, 1.0) else sp.Float(rounded, digits + 1)
+    return expr.xreplace(subs)
+
+
+def simplify(expr: sp.Expr, digits: int = 3, *, max_ops: int = 60) -> sp.Expr:
+    """Round constants, then simplify (skipped for large expressions: sympy's simplify can take
+    minutes on them), then round again the constants that simplification combined."""
+    expr = round_constants(expr, digits)
+    if sp.count_ops(expr) <= max_ops:
+        try:
+            simpler = sp.simplify(expr)
+            if sp.count_ops(simpler) <= sp.count_ops(expr):
+                expr = simpler
+        except (RecursionError, TypeError, ValueError, NotImplementedError):
+            pass
+    return round_constants(expr, digits)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One row of a Pareto table."""
+
+    complexity: int
+    loss: float
+    expr: sp.Expr
+    score: float = 0.0
+    selected: bool = False
+
+    @property
+    def equation(self) -> str:
+        return sp.sstr(self.expr)
+
+    def latex(self) -> str:
+        return sp.latex(self.expr)
+
+
+@dataclass
+class ParetoTable:
+    """Equations on the accuracy/complexity front, sorted by complexity (PySR's ``equations_``).
+
+    ``rows[i].selected`` marks the chosen equation; ``best`` returns it.
+    """
+
+    rows: list[Equation] = field(default_factory=list)
+    loss_name: str = "loss"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i: int) -> Equation:
+        return self.rows[i]
+
+    @property
+    def best(self) -> Equation:
+        for row in self.rows:
+            if row.selected:
+                return row
+        raise ValueError("The Pareto table is empty: the search found no valid equation")
+
+    def to_records(self) -> list[dict]:
+        """JSON-ready rows: complexity, loss, score, equation (sympy string), latex, selected."""
+        return [{"complexity": e.complexity, "loss": e.loss, "score": e.score, "equation": e.equation,
+                 "latex": e.latex(), "selected": e.selected} for e in self.rows]
+
+    def to_markdown(self) -> str:
+        lines = [f"| | complexity | {self.loss_name} | score | equation |", "|---|---|---|---|---|"]
+        for e in self.rows:
+            mark = "**>**" if e.selected else ""
+            lines.append(f"| {mark} | {e.complexity} | {e.loss:.4g} | {e.score:.4g} | `{e.equation}` |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def pareto_front(candidates: Iterable[tuple[int, float, sp.Expr]]) -> list[tuple[int, float, sp.Expr]]:
+    """Keep, for each complexity, the lowest loss; then drop every candidate that a simpler one
+    matches or beats. Non-finite losses are dropped."""
+    best: dict[int, tuple[int, float, sp.Expr]] = {}
+    for c, loss, expr in candidates:
+        if not math.isfinite(loss):
+            continue
+        if c not in best or loss < best[c][1]:
+            best[c] = (c, float(loss), expr)
+    front, lowest = [], math.inf
+    for c in sorted(best):
+        if best[c][1] < lowest:
+            front.append(best[c])
+            lowest = best[c][1]
+    return front
+
+
+def scores(complexities: Sequence[int], losses: Sequence[float]) -> np.ndarray:
+    """PySR's score: -d log(loss) / d complexity from the previous equation on the front (0 first)."""
+    c = np.asarray(complexities, dtype=float)
+    logl = np.log(np.maximum(np.asarray(losses, dtype=float), LOSS_FLOOR))
+    out = np.zeros(len(c))
+    if len(c) > 1:
+        out[1:] = -np.diff(logl) / np.diff(c)
+    return out
+
+
+def select_best(complexities: Sequence[int], losses: Sequence[float],
+                tolerance: float = LOSS_TOLERANCE) -> int:
+    """Index of PySR's "best": the highest score among losses <= ``tolerance`` x the lowest.
+
+    The rows must be a front sorted by complexity. Ties go to the simpler equation.
+    """
+    if len(losses) == 0:
+        raise ValueError("Cannot select from an empty Pareto front")
+    losses = np.asarray(losses, dtype=float)
+    s = scores(complexities, losses)
+    ok = np.flatnonzero(losses <= tolerance * max(losses.min(), LOSS_FLOOR))
+    return int(ok[np.argmax(s[ok])])
+
+
+def build_table(candidates: Iterable[tuple[int, float, sp.Expr]], *, loss_name: str = "loss",
+                tolerance: float = LOSS_TOLERANCE) -> ParetoTable:
+    """Pareto-filter ``(complexity, loss, expr)`` candidates, score them and mark the selected row."""
+    front = pareto_front(candidates)
+    if not front:
+        return ParetoTable([], loss_name)
+    cs, ls = [f[0] for f in front], [f[1] for f in front]
+    s = scores(cs, ls)
+    chosen = select_best(cs, ls, tolerance)
+    rows = [Equation(c, l, e, float(si), i == chosen) for i, ((c, l, e), si) in enumerate(zip(front, s))]
+    return ParetoTable(rows, loss_name)
+
+
+def reselect(table: ParetoTable, index: int) -> ParetoTable:
+    """The same table with row ``index`` selected instead (a user override)."""
+    rows = [replace(r, selected=(i == index)) for i, r in enumerate(table.rows)]
+    return ParetoTable(rows, table.loss_name)

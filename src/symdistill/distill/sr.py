@@ -1,0 +1,188 @@
+"""``SymbolicRegression``: one estimator over every SR back-end, with a PySR-like result.
+
+    sr = SymbolicRegression(backend="operon", time_budget=10).fit(X, y, variable_names=["dx", "r"])
+    sr.equations_          # ParetoTable: complexity, loss, score, sympy expression, selected row
+    sr.sympy(), sr.latex(), sr.predict(X), sr.pytorch()
+
+Every candidate the engine returns is rounded, simplified and re-scored here on the same data with
+the same loss, so the table (and the selection) means the same thing for every back-end.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, get_backend
+from symdistill.distill.pareto import Equation, ParetoTable, build_table, complexity, simplify
+from symdistill.errors import SymdistillError, unknown_name
+from symdistill.expr import FUNCTIONS, TorchExpr, symbols
+
+LOSSES = ("mae", "mse")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def loss_value(pred: np.ndarray, y: np.ndarray, loss: str = "mae") -> float:
+    """Mean absolute (or squared) error; inf when the prediction is not finite everywhere."""
+    pred = np.broadcast_to(np.asarray(pred, dtype=float), y.shape)
+    if not np.all(np.isfinite(pred)):
+        return float("inf")
+    err = pred - y
+    return float(np.mean(np.abs(err)) if loss == "mae" else np.mean(err**2))
+
+
+def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Evaluate a sympy expression of our own on named numpy columns (vectorised)."""
+    expr = sp.sympify(expr)
+    names = sorted({s.name for s in expr.free_symbols})
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise SymdistillError(f"Expression {expr} uses {missing} not among the inputs {sorted(columns)}")
+    n = len(next(iter(columns.values())))
+    fn = sp.lambdify([sp.Symbol(v) for v in names], expr.xreplace({s: sp.Symbol(s.name) for s in expr.free_symbols}),
+                     modules="numpy")
+    with np.errstate(all="ignore"):
+        out = fn(*[np.asarray(columns[v], dtype=float) for v in names])
+    return np.broadcast_to(np.asarray(out, dtype=float), (n,)).copy()
+
+
+def as_matrix(X, variable_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    """``X`` as an [n, k] float array with k names. ``X`` may be a mapping name -> column."""
+    if isinstance(X, Mapping):
+        names = list(variable_names) if variable_names is not None else list(X)
+        missing = [v for v in names if v not in X]
+        if missing:
+            raise SymdistillError(f"`variable_names` {missing} are not columns of X (got {sorted(X)})")
+        X = np.column_stack([np.asarray(X[v], dtype=float) for v in names])
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise SymdistillError(f"Expected X of shape [n_samples, n_features] (got shape {X.shape})")
+    names = list(variable_names) if variable_names is not None else [f"x{i}" for i in range(X.shape[1])]
+    if len(names) != X.shape[1]:
+        raise SymdistillError(f"Expected {X.shape[1]} `variable_names` (got {len(names)}: {names})")
+    for v in names:
+        if not _NAME.match(v) or v in FUNCTIONS or "__" in v:
+            raise SymdistillError(f"`variable_names` must be plain identifiers, not functions (got {v!r})")
+    if len(set(names)) != len(names):
+        raise SymdistillError(f"`variable_names` must be distinct (got {names})")
+    return X, names
+
+
+class SymbolicRegression:
+    """Symbolic regression with a Pareto table and the paper's selection rule.
+
+    Args:
+        backend: ``"operon"`` (default), ``"pysr"`` (needs Julia) or ``"gplearn"`` (optional).
+        operators: from :data:`symdistill.distill.backends.OPERATORS`.
+        max_complexity: largest expression the engine may build, in tree nodes.
+        time_budget: seconds of search.
+        seed, threads: as named. ``population_size``: the engine's population.
+        loss: ``"mae"`` (the paper's) or ``"mse"``; the table and the selection use it.
+        digits: significant digits kept in constants.
+        max_samples: the search sees at most this many rows (random subset; the paper used 5,000).
+        backend_options: passed to the engine untouched (its own parameter names).
+
+    Attributes after ``fit``: ``equations_`` (ParetoTable), ``best_`` (Equation),
+    ``variable_names_``, ``n_candidates_`` (engine candidates read), ``seconds_``.
+    """
+
+    def __init__(self, backend="operon", *, operators: Sequence[str] = DEFAULT_OPERATORS,
+                 max_complexity: int = 30, time_budget: float = 10.0, seed: int = 0, threads: int = 1,
+                 population_size: int = 500, loss: str = "mae", digits: int = 3,
+                 max_samples: int = 5000, backend_options: dict | None = None):
+        self.backend = backend
+        self.operators = operators
+        self.max_complexity = max_complexity
+        self.time_budget = time_budget
+        self.seed = seed
+        self.threads = threads
+        self.population_size = population_size
+        self.loss = loss
+        self.digits = digits
+        self.max_samples = max_samples
+        self.backend_options = backend_options
+
+    def options(self) -> SearchOptions:
+        return SearchOptions(operators=tuple(self.operators), max_complexity=self.max_complexity,
+                             time_budget=self.time_budget, seed=self.seed, threads=self.threads,
+                             population_size=self.population_size, extra=dict(self.backend_options or {}))
+
+    def fit(self, X, y, variable_names: Sequence[str] | None = None) -> SymbolicRegression:
+        """Search ``y ~ f(X)``. ``X``: [n, k] array or mapping name -> column; ``y``: [n]."""
+        if self.loss not in LOSSES:
+            raise unknown_name("loss", self.loss, LOSSES)
+        backend = get_backend(self.backend)
+        options = self.options()
+        X, names = as_matrix(X, variable_names)
+        y = np.asarray(y, dtype=float).reshape(-1)
+        if len(y) != len(X):
+            raise SymdistillError(f"Expected y with {len(X)} values, one per row of X (got {len(y)})")
+        keep = np.isfinite(y) & np.all(np.isfinite(X), axis=1)
+        if keep.sum() < 10:
+            raise SymdistillError(f"Expected at least 10 finite rows in X and y (got {int(keep.sum())})")
+        X, y = X[keep], y[keep]
+        if len(y) > self.max_samples:
+            idx = np.random.default_rng(self.seed).choice(len(y), self.max_samples, replace=False)
+            X, y = X[idx], y[idx]
+        t0 = time.perf_counter()
+        raw = backend.search(X, y, names, options)
+        self.n_candidates_ = len(raw)
+        self.equations_ = self.table(raw, X, y, names)
+        self.best_ = self.equations_.best
+        self.variable_names_ = names
+        self.backend_ = backend.name
+        self.seconds_ = time.perf_counter() - t0
+        return self
+
+    def table(self, candidates: Sequence[sp.Expr], X: np.ndarray, y: np.ndarray,
+              names: Sequence[str]) -> ParetoTable:
+        """Round, simplify and score candidates on (X, y); the constant model is always one."""
+        columns = {v: X[:, i] for i, v in enumerate(names)}
+        allowed = symbols(names)
+        const = float(np.median(y) if self.loss == "mae" else np.mean(y))
+        scored = [(1, loss_value(np.full_like(y, const), y, self.loss), round_float(const, self.digits))]
+        seen = set()
+        for expr in candidates:
+            expr = sp.sympify(expr).xreplace({s: allowed[s.name] for s in sp.sympify(expr).free_symbols
+                                              if s.name in allowed})
+            expr = simplify(expr, self.digits)
+            key = sp.srepr(expr)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                pred = evaluate(expr, columns)
+            except (SymdistillError, TypeError, ValueError, ZeroDivisionError):
+                continue
+            scored.append((complexity(expr), loss_value(pred, y, self.loss), expr))
+        return build_table(scored, loss_name=self.loss)
+
+    # ---- exports ----------------------------------------------------------------------------
+    def _row(self, index: int | None) -> Equation:
+        if not hasattr(self, "equations_"):
+            raise SymdistillError("Call fit() before asking for equations")
+        return self.best_ if index is None else self.equations_[index]
+
+    def sympy(self, index: int | None = None) -> sp.Expr:
+        """The selected expression (or row ``index`` of ``equations_``)."""
+        return self._row(index).expr
+
+    def latex(self, index: int | None = None) -> str:
+        return sp.latex(self.sympy(index))
+
+    def predict(self, X, index: int | None = None) -> np.ndarray:
+        X, names = as_matrix(X, self.variable_names_ if not isinstance(X, Mapping) else self.variable_names_)
+        return evaluate(self.sympy(index), {v: X[:, i] for i, v in enumerate(names)})
+
+    def pytorch(self, index: int | None = None, *, trainable: bool = True) -> TorchExpr:
+        """The expression as a torch module with (by default) trainable constants."""
+        return TorchExpr(self.sympy(index), self.variable_names_, trainable=trainable)
+
+
+def round_float(value: float, digits: int) -> sp.Expr:
+    v = float(f"{value:.{digits}g}")
+    return sp.Integer(int(v)) if v == int(v) and abs(v) < 1e6 else sp.Float(v, digits + 1)

@@ -1,0 +1,174 @@
+"""The graph network of Cranmer et al. (2020): one message-passing step, sum aggregation, no global block.
+
+    message_ij = phi_e(edge inputs of j -> i)          (edge model, an MLP)
+    a_i        = phi_v(node inputs of i, sum_j m_ij)    (node model, an MLP)
+
+Inputs and targets are normalised inside the model by per-feature scales measured once on training
+data (:meth:`GraphNetwork.fit_scales`, stored as buffers so checkpoints carry them): the MLPs see
+numbers of order 1 whatever the system's units, which is what lets one learning rate work for
+spring (forces ~1) and r^-2 (forces spanning decades). Messages live in the model's units; force R^2
+is affine-invariant, so this does not affect the analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from symdistill.errors import SymdistillError, check_positive, unknown_name
+from symdistill.graphs.batch import GraphBatch
+from symdistill.graphs.features import (
+    EDGE_INPUTS, edge_input_names, edge_inputs, feature_group, node_input_names, node_inputs,
+)
+from symdistill.models.messages import VARIANTS, get_variant
+from symdistill.models.mlp import ACTIVATIONS, MLP
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. Paper (PAPER.md §3): hidden=300, layers=3, relu, message_dim=100, l1_weight=1e-2."""
+
+    variant: str = "l1"            # standard, bottleneck, l1 or kl
+    edge_inputs: str = "relative"  # relative or paper
+    hidden: int = 300
+    layers: int = 3
+    activation: str = "relu"
+    message_dim: int = 100         # ignored by bottleneck (dim = spatial dim)
+    l1_weight: float = 1e-2        # on mean over edges of sum_k |m_k| (the paper's scale)
+    kl_weight: float = 1.0
+    inverse_mass: bool = True      # node model also sees 1/m
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise unknown_name("model", self.variant, VARIANTS)
+        if self.edge_inputs not in EDGE_INPUTS:
+            raise unknown_name("edge inputs", self.edge_inputs, EDGE_INPUTS)
+        if self.activation not in ACTIVATIONS:
+            raise unknown_name("activation", self.activation, ACTIVATIONS)
+        for name in ("hidden", "layers", "message_dim"):
+            check_positive(f"model.{name}", getattr(self, name))
+        for name in ("l1_weight", "kl_weight"):
+            check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Output:
+    """What one forward pass gives.
+
+    Shapes:
+        acc: [V, D] predicted acceleration, normalised (divide targets by ``model.acc_scale``)
+        messages: [E, M] (sampled for kl in training); raw: [E, raw_dim]; summed: [V, M]
+        penalty: scalar, the variant's weighted regulariser
+    """
+
+    acc: torch.Tensor
+    messages: torch.Tensor
+    raw: torch.Tensor
+    summed: torch.Tensor
+    penalty: torch.Tensor
+
+
+def _robust_rms(x: torch.Tensor, dim=0) -> torch.Tensor:
+    """RMS after clipping at the 99th percentile of |x| (near-collisions must not set the scale)."""
+    a = x.abs().double()
+    q = torch.quantile(a[: 1 << 20], 0.99, dim=dim, keepdim=True) if a.numel() else a
+    return torch.sqrt((torch.minimum(a, q) ** 2).mean(dim))
+
+
+class GraphNetwork(nn.Module):
+    """Edge model + sum aggregation + node model. Build with a :class:`ModelConfig` and the spatial dim.
+
+    Shapes (a :class:`GraphBatch` of V nodes and E edges):
+        forward(batch) -> Output with acc [V, D] (normalised), messages [E, M]
+        predict(batch) -> [V, D] accelerations in data units
+    """
+
+    def __init__(self, config: ModelConfig, dim: int):
+        super().__init__()
+        if dim not in (2, 3):
+            raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+        self.config, self.dim = config, dim
+        c = config
+        weight = {"l1": c.l1_weight, "kl": c.kl_weight}.get(c.variant, 0.0)
+        self.variant = get_variant(c.variant, weight)
+        self.edge_input_names = edge_input_names(c.edge_inputs, dim)
+        self.node_input_names = node_input_names(c.edge_inputs, dim, c.inverse_mass)
+        self.message_dim = self.variant.message_dim(c.message_dim, dim)
+        raw_dim = self.variant.raw_dim(c.message_dim, dim)
+        self.edge_model = MLP(len(self.edge_input_names), raw_dim, c.hidden, c.layers, c.activation)
+        self.node_model = MLP(len(self.node_input_names) + self.message_dim, dim, c.hidden, c.layers, c.activation)
+        self.register_buffer("edge_scale", torch.ones(len(self.edge_input_names)))
+        self.register_buffer("node_scale", torch.ones(len(self.node_input_names)))
+        self.register_buffer("acc_scale", torch.ones(()))
+
+    # ---- features ----------------------------------------------------------------------------
+    def edge_features(self, batch: GraphBatch) -> torch.Tensor:
+        """Raw (unnormalised) edge inputs [E, F_e], columns named by ``edge_input_names``."""
+        return edge_inputs(self.config.edge_inputs, batch.pos, batch.vel, batch.mass, batch.charge, batch.edge_index)
+
+    def node_features(self, batch: GraphBatch) -> torch.Tensor:
+        """Raw (unnormalised) node inputs [V, F_v], columns named by ``node_input_names``."""
+        return node_inputs(self.config.edge_inputs, batch.pos, batch.vel, batch.mass, batch.charge,
+                           self.config.inverse_mass)
+
+    @torch.no_grad()
+    def fit_scales(self, batch: GraphBatch) -> "GraphNetwork":
+        """Measure input and target scales on (a sample of) training data; columns in one group
+        (dx/dy/dz, m1/m2, ...) share a scale so that rotations and swaps commute with normalisation."""
+        for names, feats, buf in ((self.edge_input_names, self.edge_features(batch), self.edge_scale),
+                                  (self.node_input_names, self.node_features(batch), self.node_scale)):
+            rms = _robust_rms(feats)
+            groups = [feature_group(n) for n in names]
+            for g in set(groups):
+                cols = [i for i, h in enumerate(groups) if h == g]
+                s = float(torch.sqrt((rms[cols] ** 2).mean()))
+                buf[cols] = s if s > 0 else 1.0
+        if batch.acc is None:
+            raise SymdistillError("fit_scales needs a batch with accelerations")
+        s = float(_robust_rms(batch.acc.reshape(-1)))
+        self.acc_scale.fill_(s if s > 0 else 1.0)
+        return self
+
+    # ---- the two models ----------------------------------------------------------------------
+    def edge_raw(self, batch: GraphBatch, edge_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw edge-model outputs [E, raw_dim] (for kl: means then log-variances)."""
+        f = self.edge_features(batch) if edge_feats is None else edge_feats
+        return self.edge_model(f / self.edge_scale)
+
+    @staticmethod
+    def aggregate(messages: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """Sum of incoming messages per node, [V, M]."""
+        if batch.in_degree is not None:  # receiver-major, constant in-degree: a reshape, no scatter
+            return messages.view(batch.n_nodes, batch.in_degree, messages.shape[1]).sum(1)
+        out = messages.new_zeros(batch.n_nodes, messages.shape[1])
+        return out.index_add_(0, batch.edge_index[1], messages)
+
+    def node_forward(self, node_feats: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+        """Node model on raw node inputs [V, F_v] and summed messages [V, M] -> normalised acc [V, D]."""
+        return self.node_model(torch.cat([node_feats / self.node_scale, summed], dim=1))
+
+    def apply_node_model(self, node_feats: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+        """The node model alone, in data units: acceleration [V, D] from raw node inputs [V, F_v]
+        (columns ``node_input_names``) and summed messages [V, M] (as :func:`record_messages` gives)."""
+        return self.node_forward(node_feats, summed) * self.acc_scale
+
+    def forward(self, batch: GraphBatch, *, sample: bool = False, generator=None) -> Output:
+        raw = self.edge_raw(batch)
+        msg = self.variant.messages(raw, sample=sample, generator=generator)
+        summed = self.aggregate(msg, batch)
+        acc = self.node_forward(self.node_features(batch), summed)
+        return Output(acc=acc, messages=msg, raw=raw, summed=summed, penalty=self.variant.penalty(raw))
+
+    @torch.no_grad()
+    def predict(self, batch: GraphBatch) -> torch.Tensor:
+        """Accelerations in data units [V, D] (kl: from the means)."""
+        return self(batch).acc * self.acc_scale
+
+    def matmul_flops(self, n_nodes: int, n_edges: int) -> int:
+        """FLOPs of the MLP matrix products in one forward pass (backward is ~2x this)."""
+        return self.edge_model.matmul_flops(n_edges) + self.node_model.matmul_flops(n_nodes)

@@ -1,0 +1,145 @@
+"""Run configuration: one frozen dataclass per concern, one place for each default.
+
+A run's resolved config (these three, plus seed and versions) is saved in the run folder and in
+every checkpoint. Unknown keys are errors with a suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from symdistill.errors import SymdistillError, check_positive, unknown_name
+from symdistill.models.network import ModelConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which graphs to train on. Validation is a split by simulation; the test set is another file."""
+
+    path: str = ""
+    test_path: str | None = None   # a file simulated with another seed (None: evaluate on validation)
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_sims: int | None = None    # use only the first max_sims simulations
+    step_stride: int = 1           # keep every k-th saved state (the paper kept every 5th)
+    eval_graphs: int = 2000        # validation graphs scored after every epoch
+
+    def __post_init__(self):
+        if not 0 <= self.val_fraction < 1:
+            raise SymdistillError(f"`data.val_fraction` must be in [0, 1) (got {self.val_fraction})")
+        check_positive("data.step_stride", self.step_stride)
+        check_positive("data.eval_graphs", self.eval_graphs)
+        if self.max_sims is not None:
+            check_positive("data.max_sims", self.max_sims)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. Adam + OneCycle; ``epochs`` or a wall-clock ``time_budget`` (seconds)."""
+
+    batch_size: int = 512
+    epochs: int = 20
+    time_budget: float | None = None  # seconds; sets total_steps from a measured step rate
+    steps_per_epoch: int | None = None  # None: one pass over the training graphs
+    total_steps: int | None = None    # resolved at start (epochs x steps_per_epoch, or from the budget)
+    lr: float = 3e-3                  # OneCycle maximum
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e5
+    weight_decay: float = 1e-8
+    augment_shift: float = 3.0        # std of the per-batch translation (paper edge inputs only)
+    seed: int = 0
+    threads: int | None = None        # torch threads (None: torch's default)
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs", "lr", "div_factor", "final_div_factor"):
+            check_positive(f"train.{name}", getattr(self, name))
+        for name in ("time_budget", "steps_per_epoch", "total_steps", "threads"):
+            if getattr(self, name) is not None:
+                check_positive(f"train.{name}", getattr(self, name))
+        check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("train.augment_shift", self.augment_shift, allow_zero=True)
+        if not 0 < self.pct_start < 1:
+            raise SymdistillError(f"`train.pct_start` must be in (0, 1) (got {self.pct_start})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key not in sections:
+                raise unknown_name("config section", key, sections)
+            kwargs[key] = _make(sections[key], value, key)
+        return cls(**kwargs)
+
+    def replace(self, **dotted) -> "RunConfig":
+        """``cfg.replace(**{"model.hidden": 128, "train.lr": 1e-3})``; a bare key is looked up in every section."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            section, name = _locate(key)
+            d[section][name] = value
+        return RunConfig.from_dict(d)
+
+
+def _make(cls, values: dict, section: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            raise unknown_name(f"{section} option", k, names)
+    return cls(**values)
+
+
+def _locate(key: str) -> tuple[str, str]:
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in sections:
+            raise unknown_name("config section", section, sections)
+        if name not in {f.name for f in dataclasses.fields(sections[section])}:
+            raise unknown_name(f"{section} option", name, [f.name for f in dataclasses.fields(sections[section])])
+        return section, name
+    hits = [s for s, c in sections.items() if key in {f.name for f in dataclasses.fields(c)}]
+    if not hits:
+        every = [f"{s}.{f.name}" for s, c in sections.items() for f in dataclasses.fields(c)]
+        raise unknown_name("option", key, every)
+    return hits[0], key
+
+
+#: Named starting points. ``paper``: the reference architecture and optimiser (PAPER.md §3).
+PRESETS: dict[str, dict] = {
+    "fast": {},
+    "paper": {"model.hidden": 300, "model.layers": 3, "train.batch_size": 64, "train.lr": 1e-3,
+              "train.epochs": 200, "train.steps_per_epoch": 5000, "data.step_stride": 5},
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise unknown_name("preset", name, PRESETS)
+    return RunConfig().replace(**PRESETS[name])
+
+
+def parse_value(text: str):
+    """``--set key=value`` values: int, float, bool, none, or string."""
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
