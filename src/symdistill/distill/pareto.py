@@ -67,17 +67,19 @@ def round_constants(expr: sp.Expr, digits: int = 3) -> sp.Expr:
 
 
 def simplify(expr: sp.Expr, digits: int = 3, *, max_ops: int = 60) -> sp.Expr:
-    """Round constants, then simplify (skipped for large expressions: sympy's simplify can take
-    minutes on them), then round again the constants that simplification combined."""
+    """Round constants, then take the least complex of a few rewritings (simplify, expand,
+    cancel), then round again the constants that rewriting combined. Large expressions are only
+    rounded: sympy's simplify can take minutes on them."""
     expr = round_constants(expr, digits)
-    if sp.count_ops(expr) <= max_ops:
+    if sp.count_ops(expr) > max_ops:
+        return expr
+    forms = [expr]
+    for rewrite in (sp.expand, lambda e: sp.cancel(sp.expand(e)), sp.simplify):
         try:
-            simpler = sp.simplify(expr)
-            if sp.count_ops(simpler) <= sp.count_ops(expr):
-                expr = simpler
-        except (RecursionError, TypeError, ValueError, NotImplementedError):
+            forms.append(round_constants(rewrite(expr), digits))
+        except (RecursionError, TypeError, ValueError, NotImplementedError, sp.PolynomialError):
             pass
-    return round_constants(expr, digits)
+    return min(forms, key=lambda e: (complexity(e), sp.count_ops(e)))
 
 
 @dataclass(frozen=True)

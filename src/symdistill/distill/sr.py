@@ -53,7 +53,8 @@ def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
 def as_matrix(X, variable_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
     """``X`` as an [n, k] float array with k names. ``X`` may be a mapping name -> column."""
     if isinstance(X, Mapping):
-        names = list(variable_names) if variable_names is not None else list(X)
+        variable_names = list(variable_names) if variable_names is not None else list(X)
+        names = variable_names
         missing = [v for v in names if v not in X]
         if missing:
             raise SymdistillError(f"`variable_names` {missing} are not columns of X (got {sorted(X)})")

@@ -1,0 +1,42 @@
+"""Checkpoints: atomic ``torch.save`` of plain state dicts plus the full resolved config.
+
+Everything inside is tensors, numbers, strings, lists and dicts, so ``torch.load(...,
+weights_only=True)`` reads it (no pickled code is executed).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from symdistill import __version__
+from symdistill.errors import SymdistillError
+from symdistill.io import atomic_path
+
+CHECKPOINT = "checkpoint.pt"  # the last completed epoch (model, optimiser, schedule, RNG, history)
+MODEL = "model.pt"            # the final model of a finished run
+CONFIG = "config.json"
+HISTORY = "history.csv"
+
+
+def versions() -> dict[str, str]:
+    return {"symdistill": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def save(path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise SymdistillError(f"No checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or corrupt file: say which
+        raise SymdistillError(f"{path} is not a readable symdistill checkpoint ({e.__class__.__name__})") from None

@@ -1,0 +1,226 @@
+"""The training loop: Adam + OneCycle, seeded, checkpointed every epoch, resumable after SIGKILL.
+
+Determinism: the model is initialised from ``torch.manual_seed(seed)``; every later random draw
+(batch order, translation augmentation, kl sampling) comes from one ``torch.Generator`` whose state
+is checkpointed with the model, optimiser and schedule, so a resumed run takes exactly the steps the
+uninterrupted one would (on CPU, with the same thread count).
+
+Loss (the paper's scale): per-node L1 error on normalised accelerations summed over dims, averaged
+over nodes, plus the variant's penalty.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from symdistill.errors import SymdistillError
+from symdistill.io import write_json, write_text
+from symdistill.models.network import GraphNetwork
+from symdistill.simulate.dataset import open_dataset
+from symdistill.train import checkpoint as ckpt
+from symdistill.train.config import RunConfig
+from symdistill.train.data import GraphData, load_graphs
+from symdistill.train.metrics import active_components, force_r2, record_messages, test_mae, top_components
+
+HISTORY_FIELDS = ("epoch", "step", "seconds", "lr", "train_loss", "train_penalty", "val_loss", "val_penalty",
+                  "val_mae", "active_components", "force_r2")
+SCALE_GRAPHS = 8192  # training graphs used to measure the normalisation scales
+
+
+def loss_fn(model: GraphNetwork, batch, *, sample: bool = False, generator=None):
+    """(prediction loss, penalty) for one batch, both scalars."""
+    out = model(batch, sample=sample, generator=generator)
+    target = batch.acc / model.acc_scale
+    return (out.acc - target).abs().sum(1).mean(), out.penalty
+
+
+def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True,
+          max_epochs: int | None = None, log=print) -> Path:
+    """Train a graph network and write the run folder ``out``; returns its path.
+
+    ``resume=True`` continues the run in ``out`` from its last checkpoint (its saved config wins).
+    ``max_epochs`` stops this call after that many epochs (the run stays resumable).
+    """
+    out = Path(out)
+    if resume:
+        if not (out / ckpt.CONFIG).exists():
+            raise SymdistillError(f"Nothing to resume in {out}: no {ckpt.CONFIG} (start a run with --data)")
+        import json
+        config = RunConfig.from_dict(json.loads((out / ckpt.CONFIG).read_text())["config"])
+        state = ckpt.load(out / ckpt.CHECKPOINT) if (out / ckpt.CHECKPOINT).exists() else None
+    else:
+        if (out / ckpt.CONFIG).exists():
+            raise SymdistillError(f"{out} already holds a run: continue it with --resume, or choose another --out")
+        if not config.data.path:
+            raise SymdistillError("No training data: give --data FILE (from `symdistill simulate`)")
+        state = None
+    t = config.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    t_start = time.perf_counter()
+
+    train_data, val_data = _load(config)
+    torch.manual_seed(t.seed)
+    model = GraphNetwork(config.model, train_data.dim)
+    gen = torch.Generator().manual_seed(t.seed + 1)
+    n_scale = min(len(train_data), SCALE_GRAPHS)
+    scale_idx = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(t.seed + 2))[:n_scale]
+    model.fit_scales(train_data.batch(scale_idx))
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr / t.div_factor, weight_decay=t.weight_decay)
+
+    batch_size = min(t.batch_size, len(train_data))
+    steps_per_epoch = t.steps_per_epoch or max(1, len(train_data) // batch_size)
+    if state is None:
+        if t.time_budget:
+            rate = _measure_step_rate(model, optimizer, train_data, batch_size)
+            left = t.time_budget - (time.perf_counter() - t_start)
+            total = max(10, int(0.95 * left * rate))
+        else:
+            total = t.epochs * steps_per_epoch
+        config = replace(config, train=replace(t, total_steps=total, steps_per_epoch=steps_per_epoch))
+        t = config.train
+        write_json(out / ckpt.CONFIG, {"config": config.to_dict(), "seed": t.seed, "versions": ckpt.versions(),
+                                       "n_train_graphs": len(train_data), "n_val_graphs": len(val_data)})
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=t.lr, total_steps=t.total_steps, pct_start=t.pct_start,
+        div_factor=t.div_factor, final_div_factor=t.final_div_factor)
+    history: list[dict] = []
+    step, epoch, elapsed0 = 0, 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        step, epoch, elapsed0, history = state["step"], state["epoch"], state["elapsed"], list(state["history"])
+        log(f"resuming {out} at epoch {epoch} (step {step} of {t.total_steps})")
+
+    deadline = None if t.time_budget is None else t_start + t.time_budget - elapsed0
+    t_train = time.perf_counter()
+    bar = tqdm(total=t.total_steps, initial=step, disable=not progress, unit="step", desc=f"train {config.model.variant}")
+    epochs_this_call = 0
+    augment = config.model.edge_inputs == "paper" and t.augment_shift > 0
+    sample = model.variant.name == "kl"
+    while step < t.total_steps:
+        if deadline is not None and time.perf_counter() > deadline:
+            log(f"time budget of {t.time_budget:g} s reached at step {step} of {t.total_steps}")
+            break
+        model.train()
+        perm = torch.randperm(len(train_data), generator=gen)
+        n_steps = min(steps_per_epoch, t.total_steps - step)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for k in range(n_steps):
+            lo = (k * batch_size) % max(1, len(train_data) - batch_size + 1)
+            batch = train_data.batch(perm[lo: lo + batch_size])
+            if augment:  # the paper's only translation invariance: one random shift per batch
+                batch.pos = batch.pos + t.augment_shift * torch.randn(batch.dim, generator=gen)
+            loss, penalty = loss_fn(model, batch, sample=sample, generator=gen)
+            total = loss + penalty
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            value = float(total)
+            if not math.isfinite(value):
+                bar.close()
+                kept = "the last good checkpoint is kept" if (out / ckpt.CHECKPOINT).exists() else "no checkpoint yet"
+                raise SymdistillError(f"Training diverged at epoch {epoch + 1}, step {step} (loss {value}); "
+                                      f"{kept} in {out}: lower --lr (now {t.lr:g})")
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            sums += torch.tensor([float(loss), float(penalty)], dtype=torch.float64)
+            bar.update(1)
+            if k % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}", pen=f"{float(penalty):.4f}")
+            if deadline is not None and time.perf_counter() > deadline:
+                n_steps = k + 1
+                break
+        epoch += 1
+        row = {"epoch": epoch, "step": step, "seconds": elapsed0 + time.perf_counter() - t_train,
+               "lr": scheduler.get_last_lr()[0], "train_loss": float(sums[0]) / n_steps,
+               "train_penalty": float(sums[1]) / n_steps, **evaluate_epoch(model, val_data)}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
+                        r2=_fmt_r2(row["force_r2"]))
+        ckpt.save(out / ckpt.CHECKPOINT, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "step": step, "epoch": epoch,
+            "elapsed": row["seconds"], "history": history, "config": config.to_dict(), "versions": ckpt.versions()})
+        write_text(out / ckpt.HISTORY, history_csv(history))
+        epochs_this_call += 1
+        if max_epochs is not None and epochs_this_call >= max_epochs and step < t.total_steps:
+            bar.close()
+            return out
+    bar.close()
+    ckpt.save(out / ckpt.MODEL, {"model": model.state_dict(), "config": config.to_dict(), "dim": model.dim,
+                                 "versions": ckpt.versions(), "step": step, "epoch": epoch})
+    if history:
+        last = history[-1]
+        log(f"done: {epoch} epochs, {step} steps in {last['seconds']:.0f} s; val MAE {last['val_mae']:.4g}, "
+            f"force R^2 {_fmt_r2(last['force_r2'])}")
+    return out
+
+
+@torch.no_grad()
+def evaluate_epoch(model: GraphNetwork, val: GraphData) -> dict:
+    """Validation loss (same scale as training), penalty, MAE, active components and force R^2."""
+    model.eval()
+    batch = val.batch()
+    out = model(batch)
+    loss = float((out.acc - batch.acc / model.acc_scale).abs().sum(1).mean())
+    rec = record_messages(model, batch, law=val.law)
+    r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
+    return {"val_loss": loss, "val_penalty": float(out.penalty), "val_mae": test_mae(model, batch),
+            "active_components": active_components(rec), "force_r2": [round(x, 6) for x in r2]}
+
+
+def history_csv(history: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({**row, "force_r2": " ".join(f"{x:.6f}" for x in row["force_r2"])})
+    return buf.getvalue()
+
+
+def _fmt_r2(r2) -> str:
+    return "/".join(f"{x:.3f}" for x in r2)
+
+
+def _load(config: RunConfig) -> tuple[GraphData, GraphData]:
+    d = config.data
+    with open_dataset(d.path) as ds:
+        n_sims = ds.n_sims if d.max_sims is None else min(d.max_sims, ds.n_sims)
+    from symdistill.simulate.dataset import split_indices
+    train_sims, val_sims = split_indices(n_sims, d.val_fraction, d.split_seed)
+    if len(val_sims) == 0:
+        val_sims = train_sims[-1:]  # no validation split asked for: monitor on one training simulation
+    train_data = load_graphs(d.path, train_sims, step_stride=d.step_stride)
+    val_data = load_graphs(d.path, val_sims, step_stride=d.step_stride)
+    if len(val_data) > d.eval_graphs:  # a fixed, evenly spread subset: cheap and identical every epoch
+        val_data = val_data.subset(torch.as_tensor(np.linspace(0, len(val_data) - 1, d.eval_graphs).astype(np.int64)))
+    return train_data, val_data
+
+
+def _measure_step_rate(model, optimizer, data: GraphData, batch_size: int, steps: int = 8) -> float:
+    """Training steps per second, timed on throwaway copies (the run's RNG and weights are untouched)."""
+    m, opt = copy.deepcopy(model), copy.deepcopy(optimizer)
+    g = torch.Generator().manual_seed(12345)
+    times = []
+    for _ in range(steps + 2):
+        batch = data.batch(torch.randint(len(data), (batch_size,), generator=g))
+        t0 = time.perf_counter()
+        loss, pen = loss_fn(m, batch, sample=m.variant.name == "kl", generator=g)
+        opt.zero_grad(set_to_none=True)
+        (loss + pen).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return 1.0 / float(np.median(times[2:]))

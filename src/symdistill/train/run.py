@@ -1,0 +1,102 @@
+"""Reading a run folder back: the trained model, its config and data; evaluation on a test file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from symdistill.errors import SymdistillError
+from symdistill.models.network import GraphNetwork
+from symdistill.train import checkpoint as ckpt
+from symdistill.train.config import RunConfig
+from symdistill.train.data import load_graphs
+from symdistill.train.metrics import force_r2, record_messages, test_mae, top_components
+
+
+@dataclass
+class Run:
+    """A loaded run. ``model`` is on CPU in eval mode; ``finished`` is False for a run loaded from
+    its last epoch checkpoint (still training, or killed)."""
+
+    path: Path
+    model: GraphNetwork
+    config: RunConfig
+    data_path: str
+    test_path: str | None
+    history: list[dict]
+    finished: bool
+
+
+def load_run(run_dir) -> Run:
+    """Load a run folder written by :func:`symdistill.train.train`: the final model if the run
+    finished, else its last checkpoint."""
+    path = Path(run_dir)
+    if not (path / ckpt.CONFIG).exists():
+        raise SymdistillError(f"{path} is not a run folder (no {ckpt.CONFIG}); create one with `symdistill train`")
+    finished = (path / ckpt.MODEL).exists()
+    source = path / (ckpt.MODEL if finished else ckpt.CHECKPOINT)
+    if not source.exists():
+        raise SymdistillError(f"{path} has no trained model yet (no {ckpt.MODEL} or {ckpt.CHECKPOINT})")
+    state = ckpt.load(source)
+    config = RunConfig.from_dict(state["config"])
+    dim = int(state.get("dim") or _dim_from(state["model"]))
+    model = GraphNetwork(config.model, dim)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return Run(path, model, config, config.data.path, config.data.test_path, read_history(path), finished)
+
+
+def _dim_from(sd: dict) -> int:
+    last = [k for k in sd if k.startswith("node_model.") and k.endswith(".bias")][-1]
+    return int(sd[last].shape[0])
+
+
+def read_history(run_dir) -> list[dict]:
+    p = Path(run_dir) / ckpt.HISTORY
+    if not p.exists():
+        return []
+    with p.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["force_r2"] = [float(x) for x in r["force_r2"].split()]
+    return rows
+
+
+def evaluate(run_dir, data_path=None, *, max_graphs: int | None = 20000, max_edges: int = 200_000) -> dict:
+    """Test MAE on accelerations and force R^2 of the top components on a held-out file.
+
+    ``data_path`` defaults to the run's test file, else its validation simulations.
+    """
+    run = load_run(run_dir)
+    c = run.config.data
+    path = data_path or run.test_path
+    if path:
+        data, source = load_graphs(path, step_stride=c.step_stride), str(path)
+    else:
+        from symdistill.simulate.dataset import split_indices
+        from symdistill.simulate.dataset import open_dataset
+        with open_dataset(c.path) as ds:
+            n_sims = ds.n_sims if c.max_sims is None else min(c.max_sims, ds.n_sims)
+        _, val = split_indices(n_sims, c.val_fraction, c.split_seed)
+        data, source = load_graphs(c.path, val, step_stride=c.step_stride), f"{c.path} (validation simulations)"
+    if data.dim != run.model.dim:
+        raise SymdistillError(f"Expected {run.model.dim}D data for this run (got {data.dim}D in {path})")
+    if max_graphs is not None and len(data) > max_graphs:
+        data = data.subset(torch.linspace(0, len(data) - 1, max_graphs).long())
+    rec = record_messages(run.model, data, max_edges=max_edges)
+    comps = top_components(rec)
+    return {
+        "run": str(run.path), "data": source, "n_graphs": len(data), "finished": run.finished,
+        "test_mae": test_mae(run.model, data),
+        "force_r2": force_r2(rec, comps) if rec.forces is not None else None,
+        "components": [int(i) for i in comps],
+        "model": run.config.model.variant, "edge_inputs": run.config.model.edge_inputs,
+    }
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, indent=2)
