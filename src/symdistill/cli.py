@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "symdistill.simulate.commands",
     "symdistill.train.commands",
     "symdistill.distill.commands",
+    "symdistill.pipeline",
 )
 
 

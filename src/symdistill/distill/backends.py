@@ -17,6 +17,7 @@ Expressions come back as strings or token lists and are turned into sympy by
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -125,7 +126,10 @@ class OperonBackend(Backend):
         out = []
         for tree in models:
             try:
-                out.append(parse_output(reg.get_model_string(tree, 8, list(variables)), variables))
+                with warnings.catch_warnings():  # "Model contains no variables": a constant is fine
+                    warnings.simplefilter("ignore")
+                    text = reg.get_model_string(tree, 8, list(variables))
+                out.append(parse_output(text, variables))
             except SymdistillError:
                 continue  # an engine formula we cannot read is one candidate fewer, not a failure
         return out

@@ -156,10 +156,13 @@ class SymbolicRegression:
                 continue
             seen.add(key)
             try:
-                pred = evaluate(expr, columns)
+                loss = loss_value(evaluate(expr, columns), y, self.loss)
             except (SymdistillError, TypeError, ValueError, ZeroDivisionError):
                 continue
-            scored.append((complexity(expr), loss_value(pred, y, self.loss), expr))
+            scored.append((complexity(expr), loss, expr))
+            pruned = prune(expr, columns, y, self.loss, loss, self.digits)
+            if pruned is not None:
+                scored.append(pruned)
         return build_table(scored, loss_name=self.loss)
 
     # ---- exports ----------------------------------------------------------------------------
@@ -182,6 +185,24 @@ class SymbolicRegression:
     def pytorch(self, index: int | None = None, *, trainable: bool = True) -> TorchExpr:
         """The expression as a torch module with (by default) trainable constants."""
         return TorchExpr(self.sympy(index), self.variable_names_, trainable=trainable)
+
+
+def prune(expr: sp.Expr, columns, y, loss_name: str, loss: float, digits: int,
+          tolerance: float = 1e-3):
+    """Zero every constant whose removal costs less than ``tolerance`` (relative) of the loss, one
+    at a time, largest saving first; returns ``(complexity, loss, pruned)`` or None if none goes."""
+    changed = False
+    for f in sorted(expr.atoms(sp.Float), key=lambda f: abs(float(f))):
+        trial = simplify(expr.xreplace({f: sp.Integer(0)}), digits)
+        if trial == expr or not trial.free_symbols:
+            continue
+        try:
+            trial_loss = loss_value(evaluate(trial, columns), y, loss_name)
+        except (SymdistillError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        if trial_loss <= loss * (1 + tolerance) + 1e-12 * float(np.mean(np.abs(y))):
+            expr, loss, changed = trial, trial_loss, True
+    return (complexity(expr), loss, expr) if changed else None
 
 
 def round_float(value: float, digits: int) -> sp.Expr:

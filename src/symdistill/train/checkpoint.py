@@ -23,7 +23,7 @@ HISTORY = "history.csv"
 
 
 def versions() -> dict[str, str]:
-    return {"symdistill": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"symdistill": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
             "python": platform.python_version()}
 
 

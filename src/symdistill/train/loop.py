@@ -127,7 +127,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
             total = loss + penalty
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            value = float(total)
+            value = total.item()
             if not math.isfinite(value):
                 bar.close()
                 kept = "the last good checkpoint is kept" if (out / ckpt.CHECKPOINT).exists() else "no checkpoint yet"
@@ -136,10 +136,10 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
             optimizer.step()
             scheduler.step()
             step += 1
-            sums += torch.tensor([float(loss), float(penalty)], dtype=torch.float64)
+            sums += torch.tensor([loss.item(), penalty.item()], dtype=torch.float64)
             bar.update(1)
             if k % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}", pen=f"{float(penalty):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}", pen=f"{penalty.item():.4f}")
             if deadline is not None and time.perf_counter() > deadline:
                 n_steps = k + 1
                 break

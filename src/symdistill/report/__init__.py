@@ -1,0 +1,1 @@
+"""Report: figures, tables and pages for runs."""
