@@ -160,9 +160,21 @@ def advance(integrator: Integrator, law: Law, pos, vel, acc, bodies: Bodies, dt:
     base = int(k.min())
     for _ in range(base):  # every simulation takes these steps
         pos, vel, acc = integrator.step(law, pos, vel, acc, bodies, h_all)
+    # The rest step only the simulations that still need it, kept compacted: a simulation's final
+    # state is written back once, when it is done.
+    idx = torch.nonzero(k > base).squeeze(1)
+    if idx.numel() == 0:
+        return pos, vel, acc
+    pos, vel, acc = pos.clone(), vel.clone(), acc.clone()
+    p, v, a, kk, h = pos[idx], vel[idx], acc[idx], k[idx], h_all[idx]
+    sub = Bodies(bodies.mass[idx], bodies.charge[idx], bodies.damping)
     for i in range(base, int(k.max())):
-        idx = torch.nonzero(k > i).squeeze(1)
-        sub = Bodies(bodies.mass[idx], bodies.charge[idx], bodies.damping)
-        p, v, a = integrator.step(law, pos[idx], vel[idx], acc[idx], sub, h_all[idx])
-        pos, vel, acc = pos.index_copy(0, idx, p), vel.index_copy(0, idx, v), acc.index_copy(0, idx, a)
+        p, v, a = integrator.step(law, p, v, a, sub, h)
+        done = kk == i + 1
+        if done.any():
+            for full, part in ((pos, p), (vel, v), (acc, a)):
+                full.index_copy_(0, idx[done], part[done])
+            keep = ~done
+            idx, p, v, a, kk, h = idx[keep], p[keep], v[keep], a[keep], kk[keep], h[keep]
+            sub = Bodies(sub.mass[keep], sub.charge[keep], bodies.damping)
     return pos, vel, acc
