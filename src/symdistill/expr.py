@@ -100,11 +100,24 @@ class TorchExpr(torch.nn.Module):
         floats = sorted(self.expr.atoms(sp.Float), key=str) if trainable else []
         self._const_index = {c: i for i, c in enumerate(floats)}
         self.constants = torch.nn.Parameter(torch.tensor([float(c) for c in floats], dtype=torch.float64))
+        # value = constants * scale: optimisers take steps relative to each constant's size when the
+        # scale is set to |value| (see :meth:`normalise_constants`).
+        self.register_buffer("scale", torch.ones(len(floats), dtype=torch.float64))
+
+    @torch.no_grad()
+    def normalise_constants(self) -> None:
+        """Re-express every constant as (+-1 or 0) x scale, so gradient steps are relative."""
+        value = self.constants * self.scale
+        self.scale.copy_(torch.where(value != 0, value.abs(), torch.ones_like(value)))
+        self.constants.copy_(value / self.scale)
+
+    def constant_values(self) -> list[float]:
+        return (self.constants * self.scale).detach().tolist()
 
     def sympy(self) -> sp.Expr:
         if not self._const_index:
             return self.expr
-        values = self.constants.detach().tolist()
+        values = self.constant_values()
         return self.expr.xreplace({c: sp.Float(values[i]) for c, i in self._const_index.items()})
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -122,7 +135,8 @@ class TorchExpr(torch.nn.Module):
             return x[e.name]
         if e.is_Number or e in (sp.pi, sp.E):
             if e in self._const_index:
-                return self.constants[self._const_index[e]].to(ref.dtype)
+                i = self._const_index[e]
+                return (self.constants[i] * self.scale[i]).to(ref.dtype)
             return float(e)
         if e is sp.true or e is sp.false:
             return torch.full_like(ref, bool(e), dtype=torch.bool)

@@ -42,6 +42,7 @@ class SearchOptions:
     seed: int = 0
     threads: int = 1
     population_size: int = 500
+    max_evaluations: int | None = None  # stop after this many (a budget independent of machine load)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -56,6 +57,8 @@ class SearchOptions:
         check_positive("time_budget", self.time_budget)
         check_positive("threads", self.threads)
         check_positive("population_size", self.population_size)
+        if self.max_evaluations is not None:
+            check_positive("max_evaluations", self.max_evaluations)
 
 
 def rewrite_calls(text: str, templates: dict[str, str]) -> str:
@@ -116,7 +119,8 @@ class OperonBackend(Backend):
             allowed_symbols=symbols, objectives=["r2", "length"], max_length=options.max_complexity,
             max_depth=max(10, options.max_complexity // 2), max_time=max(1, int(round(options.time_budget))),
             n_threads=options.threads, random_state=options.seed, population_size=options.population_size,
-            generations=10**6, max_evaluations=10**9, optimizer_iterations=10, epsilon=1e-6,
+            generations=10**6, max_evaluations=options.max_evaluations or 10**9, optimizer_iterations=10,
+            epsilon=1e-6,
         )
         params.update(options.extra)
         reg = SymbolicRegressor(**params)
@@ -154,9 +158,9 @@ class PySRBackend(Backend):
             unary_operators=[self._UNARY[o] for o in options.operators if o in self._UNARY],
             maxsize=options.max_complexity, timeout_in_seconds=options.time_budget,
             niterations=10**6, random_state=options.seed, procs=options.threads,
-            population_size=min(options.population_size, 100), model_selection="best",
-            elementwise_loss="L1DistLoss()", verbosity=0, progress=False, temp_equation_file=True,
-        )
+            max_evals=options.max_evaluations, model_selection="best",
+            elementwise_loss="L1DistLoss()", verbosity=0, progress=False,
+        )  # untested here (no Julia): only long-standing PySR options
         params.update(options.extra)
         model = pysr.PySRRegressor(**params)
         model.fit(np.asarray(X, dtype=float), np.asarray(y, dtype=float), variable_names=list(variables))
@@ -196,8 +200,10 @@ class GplearnBackend(Backend):
         reg = SymbolicRegressor(**params)
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
         deadline = time.monotonic() + options.time_budget
+        most = (max(1, options.max_evaluations // options.population_size)
+                if options.max_evaluations else 10**6)
         generations = 0
-        while True:  # gplearn has no time limit: grow the run one generation at a time
+        while generations < most:  # gplearn has no time limit: grow the run a generation at a time
             generations += 1
             reg.set_params(generations=generations)
             reg.fit(X, y)
@@ -206,7 +212,7 @@ class GplearnBackend(Backend):
         syms = [sp.Symbol(v) for v in variables]
         last = [p for p in reg._programs[-1] if p is not None]
         out = []
-        for prog in sorted(last, key=lambda p: p.raw_fitness_)[:200]:
+        for prog in sorted(last, key=lambda p: p.raw_fitness_)[:50]:  # each is simplified later
             if prog.length_ <= options.max_complexity:
                 out.append(self._to_sympy(prog.program, syms))
         return out
@@ -228,7 +234,9 @@ class GplearnBackend(Backend):
         return expr
 
 
-BACKENDS: dict[str, type[Backend]] = {"operon": OperonBackend, "pysr": PySRBackend, "gplearn": GplearnBackend}
+BACKENDS: dict[str, type[Backend]] = {
+    "operon": OperonBackend, "pysr": PySRBackend, "gplearn": GplearnBackend,
+}
 
 
 def get_backend(name: str | Backend) -> Backend:

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import sympy as sp
 
+from symdistill.expr import parse_formula
+
 #: Operators that cost more than one node, as in the paper (Eureqa / PySR settings): ^ exp log IF.
 HEAVY = {sp.exp: 3, sp.log: 3, sp.Piecewise: 3, sp.Heaviside: 3}
 #: Below this a loss counts as zero (keeps log(loss) finite for exact fits).
 LOSS_FLOOR = 1e-30
+#: Significant digits kept in constants (4: rounding costs less than a good fit's error).
+DIGITS = 4
 #: Within this factor of the lowest loss an equation may be selected (PySR's "best").
 LOSS_TOLERANCE = 1.5
 
@@ -33,17 +37,20 @@ def complexity(expr: sp.Expr) -> int:
     if expr.is_Atom:
         return 1
     args = expr.args
-    if expr.is_Add or expr.is_Mul:
-        own = len(args) - 1
-        if expr.is_Mul and args[0] == -1:  # -x is one negation, not a product with a constant
-            return 1 + sum(complexity(a) for a in args[1:])
-        return own + sum(complexity(a) for a in args)
+    if expr.is_Add:
+        return len(args) - 1 + sum(complexity(a) for a in args)
+    if expr.is_Mul:
+        if args[0] == -1:  # -x is one negation, not a product with a constant
+            return 1 + complexity(sp.Mul(*args[1:]))
+        # a / b is one join, like a * b: a divisor costs its own denominator only
+        return len(args) - 1 + sum(complexity(1 / a) if a.is_Pow and a.args[1].is_negative else complexity(a)
+                                   for a in args)
     if expr.is_Pow:
         base, ex = args
-        if ex == -1:  # 1/x: one division
-            return 1 + complexity(base)
-        if ex.is_Integer and abs(int(ex)) <= 3:  # small integer powers: a binary operator
+        if ex == -1:  # 1/x: the constant 1, one division, x
             return 2 + complexity(base)
+        if ex.is_Integer and abs(int(ex)) <= 3:  # small integer powers: a binary operator
+            return 2 + complexity(base) + (2 if ex < 0 else 0)
         return 3 + complexity(base) + complexity(ex)
     if isinstance(expr, sp.Piecewise):
         return HEAVY[sp.Piecewise] + sum(complexity(e) + (0 if c is sp.true else complexity(c))
@@ -53,7 +60,7 @@ def complexity(expr: sp.Expr) -> int:
     return HEAVY.get(type(expr), 1) + sum(complexity(a) for a in args)
 
 
-def round_constants(expr: sp.Expr, digits: int = 3) -> sp.Expr:
+def round_constants(expr: sp.Expr, digits: int = DIGITS) -> sp.Expr:
     """Round every float to ``digits`` significant digits; ±1.0 and 0.0 become exact."""
     expr = sp.sympify(expr)
     subs = {}
@@ -62,11 +69,11 @@ def round_constants(expr: sp.Expr, digits: int = 3) -> sp.Expr:
         if v == 0 or not math.isfinite(v):
             continue
         rounded = float(f"{v:.{digits}g}")
-        subs[f] = sp.Integer(int(rounded)) if rounded in (-1.0, 1.0) else sp.Float(rounded, digits + 1)
+        subs[f] = sp.Integer(int(rounded)) if rounded in (-1.0, 1.0) else sp.Float(rounded, digits)
     return expr.xreplace(subs)
 
 
-def simplify(expr: sp.Expr, digits: int = 3, *, max_ops: int = 60) -> sp.Expr:
+def simplify(expr: sp.Expr, digits: int = DIGITS, *, max_ops: int = 60) -> sp.Expr:
     """Round constants, then take the least complex of a few rewritings (simplify, expand,
     cancel), then round again the constants that rewriting combined. Large expressions are only
     rounded: sympy's simplify can take minutes on them."""
@@ -74,10 +81,13 @@ def simplify(expr: sp.Expr, digits: int = 3, *, max_ops: int = 60) -> sp.Expr:
     if sp.count_ops(expr) > max_ops:
         return expr
     forms = [expr]
-    for rewrite in (sp.expand, lambda e: sp.cancel(sp.expand(e)), sp.simplify):
+    rewrites = [sp.expand, lambda e: sp.cancel(sp.expand(e))]
+    if sp.count_ops(expr) <= max_ops // 2:  # the costly one only for small expressions
+        rewrites.append(sp.simplify)
+    for rewrite in rewrites:
         try:
             forms.append(round_constants(rewrite(expr), digits))
-        except (RecursionError, TypeError, ValueError, NotImplementedError, sp.PolynomialError):
+        except Exception:  # noqa: BLE001 - sympy's rewriters raise assorted errors on odd inputs
             pass
     return min(forms, key=lambda e: (complexity(e), sp.count_ops(e)))
 
@@ -130,6 +140,15 @@ class ParetoTable:
         """JSON-ready rows: complexity, loss, score, equation (sympy string), latex, selected."""
         return [{"complexity": e.complexity, "loss": e.loss, "score": e.score, "equation": e.equation,
                  "latex": e.latex(), "selected": e.selected} for e in self.rows]
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict], variables: Sequence[str],
+                     loss_name: str = "loss") -> ParetoTable:
+        """Inverse of :meth:`to_records` (equations re-parsed safely in ``variables``)."""
+        rows = [Equation(int(r["complexity"]), float(r["loss"]),
+                         parse_formula(r["equation"], variables, what="saved equation"),
+                         float(r.get("score", 0.0)), bool(r.get("selected", False))) for r in records]
+        return cls(rows, loss_name)
 
     def to_markdown(self) -> str:
         lines = [f"| | complexity | {self.loss_name} | score | equation |", "|---|---|---|---|---|"]

@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, get_backend
-from symdistill.distill.pareto import Equation, ParetoTable, build_table, complexity, simplify
+from symdistill.distill.pareto import DIGITS, Equation, ParetoTable, build_table, complexity, simplify
 from symdistill.errors import SymdistillError, unknown_name
 from symdistill.expr import FUNCTIONS, TorchExpr, symbols
 
@@ -43,8 +43,10 @@ def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
     if missing:
         raise SymdistillError(f"Expression {expr} uses {missing} not among the inputs {sorted(columns)}")
     n = len(next(iter(columns.values())))
-    fn = sp.lambdify([sp.Symbol(v) for v in names], expr.xreplace({s: sp.Symbol(s.name) for s in expr.free_symbols}),
-                     modules="numpy")
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):  # e.g. a pruned constant left 1/0 behind
+        return np.full(n, np.nan)
+    plain = expr.xreplace({s: sp.Symbol(s.name) for s in expr.free_symbols})  # drop assumptions
+    fn = sp.lambdify([sp.Symbol(v) for v in names], plain, modules="numpy")
     with np.errstate(all="ignore"):
         out = fn(*[np.asarray(columns[v], dtype=float) for v in names])
     return np.broadcast_to(np.asarray(out, dtype=float), (n,)).copy()
@@ -82,6 +84,8 @@ class SymbolicRegression:
         max_complexity: largest expression the engine may build, in tree nodes.
         time_budget: seconds of search.
         seed, threads: as named. ``population_size``: the engine's population.
+        max_evaluations: stop after this many fitness evaluations (None: only the time budget).
+            With one thread and a seed, operon then gives the same result on a loaded machine.
         loss: ``"mae"`` (the paper's) or ``"mse"``; the table and the selection use it.
         digits: significant digits kept in constants.
         max_samples: the search sees at most this many rows (random subset; the paper used 5,000).
@@ -93,7 +97,8 @@ class SymbolicRegression:
 
     def __init__(self, backend="operon", *, operators: Sequence[str] = DEFAULT_OPERATORS,
                  max_complexity: int = 30, time_budget: float = 10.0, seed: int = 0, threads: int = 1,
-                 population_size: int = 500, loss: str = "mae", digits: int = 3,
+                 population_size: int = 500, max_evaluations: int | None = None,
+                 loss: str = "mae", digits: int = DIGITS,
                  max_samples: int = 5000, backend_options: dict | None = None):
         self.backend = backend
         self.operators = operators
@@ -102,6 +107,7 @@ class SymbolicRegression:
         self.seed = seed
         self.threads = threads
         self.population_size = population_size
+        self.max_evaluations = max_evaluations
         self.loss = loss
         self.digits = digits
         self.max_samples = max_samples
@@ -110,7 +116,8 @@ class SymbolicRegression:
     def options(self) -> SearchOptions:
         return SearchOptions(operators=tuple(self.operators), max_complexity=self.max_complexity,
                              time_budget=self.time_budget, seed=self.seed, threads=self.threads,
-                             population_size=self.population_size, extra=dict(self.backend_options or {}))
+                             population_size=self.population_size,
+                             max_evaluations=self.max_evaluations, extra=dict(self.backend_options or {}))
 
     def fit(self, X, y, variable_names: Sequence[str] | None = None) -> SymbolicRegression:
         """Search ``y ~ f(X)``. ``X``: [n, k] array or mapping name -> column; ``y``: [n]."""
@@ -157,7 +164,7 @@ class SymbolicRegression:
             seen.add(key)
             try:
                 loss = loss_value(evaluate(expr, columns), y, self.loss)
-            except (SymdistillError, TypeError, ValueError, ZeroDivisionError):
+            except Exception:  # noqa: BLE001 - a candidate we cannot evaluate is one fewer, not a failure
                 continue
             scored.append((complexity(expr), loss, expr))
             pruned = prune(expr, columns, y, self.loss, loss, self.digits)
@@ -166,9 +173,13 @@ class SymbolicRegression:
         return build_table(scored, loss_name=self.loss)
 
     # ---- exports ----------------------------------------------------------------------------
-    def _row(self, index: int | None) -> Equation:
+    def _fitted(self) -> SymbolicRegression:
         if not hasattr(self, "equations_"):
             raise SymdistillError("Call fit() before asking for equations")
+        return self
+
+    def _row(self, index: int | None) -> Equation:
+        self._fitted()
         return self.best_ if index is None else self.equations_[index]
 
     def sympy(self, index: int | None = None) -> sp.Expr:
@@ -179,32 +190,40 @@ class SymbolicRegression:
         return sp.latex(self.sympy(index))
 
     def predict(self, X, index: int | None = None) -> np.ndarray:
-        X, names = as_matrix(X, self.variable_names_ if not isinstance(X, Mapping) else self.variable_names_)
+        X, names = as_matrix(X, self._fitted().variable_names_)
         return evaluate(self.sympy(index), {v: X[:, i] for i, v in enumerate(names)})
 
     def pytorch(self, index: int | None = None, *, trainable: bool = True) -> TorchExpr:
         """The expression as a torch module with (by default) trainable constants."""
-        return TorchExpr(self.sympy(index), self.variable_names_, trainable=trainable)
+        return TorchExpr(self.sympy(index), self._fitted().variable_names_, trainable=trainable)
 
 
 def prune(expr: sp.Expr, columns, y, loss_name: str, loss: float, digits: int,
           tolerance: float = 1e-3):
-    """Zero every constant whose removal costs less than ``tolerance`` (relative) of the loss, one
-    at a time, largest saving first; returns ``(complexity, loss, pruned)`` or None if none goes."""
+    """Drop every constant (a float, or a number added in a sum) whose removal costs less than
+    ``tolerance`` (relative) of the loss or less than rounding to ``digits`` digits does; returns
+    ``(complexity, loss, pruned)``, or None when no constant can go."""
     changed = False
-    for f in sorted(expr.atoms(sp.Float), key=lambda f: abs(float(f))):
-        trial = simplify(expr.xreplace({f: sp.Integer(0)}), digits)
+    # Constant factors set to zero, and constant terms of sums dropped (cheap: simplified once).
+    trials = [{f: sp.Integer(0)} for f in sorted(expr.atoms(sp.Float), key=lambda f: abs(float(f)))]
+    trials += [{a: a - t} for a in expr.atoms(sp.Add) for t in a.args if t.is_Number]
+    for change in trials:
+        trial = expr.xreplace(change)
         if trial == expr or not trial.free_symbols:
             continue
         try:
             trial_loss = loss_value(evaluate(trial, columns), y, loss_name)
-        except (SymdistillError, TypeError, ValueError, ZeroDivisionError):
+        except Exception:  # noqa: BLE001 - as in table(): skip what cannot be evaluated
             continue
-        if trial_loss <= loss * (1 + tolerance) + 1e-12 * float(np.mean(np.abs(y))):
+        # relative to the loss, or below what rounding to `digits` digits already costs
+        if trial_loss <= loss * (1 + tolerance) + 10.0 ** -digits * float(np.mean(np.abs(y))):
             expr, loss, changed = trial, trial_loss, True
-    return (complexity(expr), loss, expr) if changed else None
+    if not changed:
+        return None
+    expr = simplify(expr, digits)
+    return complexity(expr), loss_value(evaluate(expr, columns), y, loss_name), expr
 
 
 def round_float(value: float, digits: int) -> sp.Expr:
     v = float(f"{value:.{digits}g}")
-    return sp.Integer(int(v)) if v == int(v) and abs(v) < 1e6 else sp.Float(v, digits + 1)
+    return sp.Integer(int(v)) if v == int(v) and abs(v) < 1e6 else sp.Float(v, digits)

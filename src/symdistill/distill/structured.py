@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
+from symdistill.distill.pareto import DIGITS
 from symdistill.distill.sr import SymbolicRegression, evaluate
 from symdistill.distill.synthetic import AXES, edge_variables
 from symdistill.errors import SymdistillError
@@ -170,82 +171,89 @@ class StructuredResult:
 
 def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
                       sr: SymbolicRegression | None = None, *, piecewise: bool | str = "auto",
-                      scalar_variables: Sequence[str] = SCALAR_VARIABLES, digits: int = 3,
+                      scalar_variables: Sequence[str] = SCALAR_VARIABLES, digits: int = DIGITS,
                       min_jump: float = 5.0, min_gain: float = 10.0) -> StructuredResult:
     """(fitted linear map) x (scalar SR on r, m, q) x (direction) for K message components.
 
     Shapes: ``samples`` columns [E] (dx, dy, (dz), r, m1, m2, q1, q2); ``messages`` [E, K] or [E].
-    ``piecewise``: True, False, or "auto" (split when the one-split model tree shows a jump).
+    ``piecewise``: True, False, or "auto" (split when the one-split model tree shows a jump of
+    ``min_jump`` x the residual scale and cuts the squared error ``min_gain``-fold).
     """
+    if piecewise not in (True, False, "auto"):
+        raise SymdistillError(f"`piecewise` must be True, False or 'auto' (got {piecewise!r})")
     sr = sr if sr is not None else SymbolicRegression()
     Y, u, ok = _columns(samples, messages, dim)
     s = {k: np.asarray(v, dtype=float)[ok] for k, v in samples.items()}
     Y, u = Y[ok], u[ok]
-    K, D = Y.shape[1], dim
     names = [v for v in scalar_variables if v in s and np.ptp(s[v]) > 0]
-    if K >= D:
-        mode = "joint"
+    if "r" not in names:
+        raise SymdistillError("`samples` must have a varying column `r` for a structured search")
+    mode = "joint" if Y.shape[1] >= dim else "component"
+    g = _scalar_target(Y, u, s, names, mode)
+    fit = np.isfinite(g)
+    g[fit & (np.abs(g) <= 1e-9 * np.abs(g[fit]).max())] = 0.0  # round-off where the law vanishes
+    x = {v: s[v][fit] for v in names}
+    scalar, threshold, evidence, searches = _search_scalar(
+        x, g[fit], names, sr, piecewise, digits, min_jump=min_jump, min_gain=min_gain)
+
+    # Refit the map to the found scalar (its own scale and sign), on every edge.
+    G = evaluate(scalar, {v: s[v] for v in names})
+    design = np.column_stack([G[:, None] * u, np.ones(len(G))])
+    good = np.all(np.isfinite(design), axis=1)
+    coef, *_ = np.linalg.lstsq(design[good], Y[good], rcond=None)
+    A, b = coef[:-1].T, coef[-1]
+    resid = Y[good] - design[good] @ coef
+    direction_r2 = float(1 - resid.var(0).sum() / Y[good].var(0).sum())
+
+    sym = symbols(edge_variables(dim))
+    direction = [sym[a] / (sym["r"] - sp.Float(EPS)) for a in AXES[:dim]]
+    force = [scalar * d for d in direction]
+    rnd = lambda v: sp.Float(float(f"{v:.{digits}g}"), digits)  # noqa: E731
+    exprs = [sum((rnd(A[k, c]) * force[c] for c in range(dim) if abs(A[k, c]) > 1e-12 * np.abs(A).max()),
+                 sp.Integer(0)) + rnd(b[k]) for k in range(A.shape[0])]
+    return StructuredResult(exprs, scalar, force, A, b, mode, threshold, evidence, searches, direction_r2)
+
+
+def _scalar_target(Y, u, s, names, mode) -> np.ndarray:
+    """g per edge (NaN where it cannot be read off), from the estimated map."""
+    if mode == "joint":
         W, c = fit_map(Y, u)
         unit = np.linalg.norm(np.linalg.pinv(W), 2)  # scale so that A = W^-1 has unit norm:
         W, c = W * unit, c * unit                     # g then has the messages' scale
-        z = Y @ W.T - c
-        g = np.sum(z * u, axis=1)
-        A = np.linalg.pinv(W)
-        b = A @ c
-    else:
-        mode = "component"
-        basis = _basis(s, names)
-        dirs = [fit_direction(Y[:, k], u, basis) for k in range(K)]
-        lead = int(np.argmax(Y.var(0)))  # g from the strongest component, the others scaled to it
-        a, b0 = dirs[lead]
-        proj = u @ a
-        good = np.abs(proj) > 0.3
-        g = np.full(len(proj), np.nan)
-        g[good] = (Y[good, lead] - b0) / proj[good]
-        A, b = np.zeros((K, D)), np.zeros(K)
-        for k, (ak, _) in enumerate(dirs):
-            design = np.column_stack([(g * (u @ ak))[good], np.ones(good.sum())])
-            (lam, bk), *_ = np.linalg.lstsq(design, Y[good, k], rcond=None)
-            A[k], b[k] = lam * ak, bk
-    fit = np.isfinite(g)
-    g[fit & (np.abs(g) <= 1e-9 * np.abs(g[fit]).max())] = 0.0  # round-off where the law vanishes
-    pred = (g[fit, None] * u[fit]) @ A.T + b
-    resid = Y[fit] - pred
-    direction_r2 = float(1 - resid.var(0).sum() / Y[fit].var(0).sum())
+        return np.sum((Y @ W.T - c) * u, axis=1)
+    lead = int(np.argmax(Y.var(0)))  # g from the strongest component; the map is refitted later
+    a, b0 = fit_direction(Y[:, lead], u, _basis(s, names))
+    proj = u @ a
+    good = np.abs(proj) > 0.3  # dividing by a small projection amplifies noise
+    g = np.full(len(proj), np.nan)
+    g[good] = (Y[good, lead] - b0) / proj[good]
+    return g
 
-    x = {v: s[v][fit] for v in names}
-    gs = g[fit]
-    threshold, evidence, searches = None, {}, []
-    if piecewise and "r" in names:
-        feats = np.column_stack([np.ones(len(gs)), x["r"]] + [x[v] for v in names if v != "r"])
-        t, gain, jump = find_split(x["r"], gs, feats)
+
+def _search_scalar(x, g, names, sr, piecewise, digits, *, min_jump, min_gain):
+    """SR on g(r, m, q), split at a threshold on r when the law jumps there."""
+    threshold, evidence = None, {}
+    if piecewise:
+        feats = np.column_stack([np.ones(len(g)), x["r"]] + [x[v] for v in names if v != "r"])
+        t, gain, jump = find_split(x["r"], g, feats)
         evidence = {"threshold": t, "sse_gain": gain, "jump_over_noise": jump}
         if piecewise is True or (gain >= min_gain and jump >= min_jump):
             threshold = t
     if threshold is None:
-        one = copy.deepcopy(sr).fit(x, gs, variable_names=names)
-        scalar, searches = one.sympy(), [one]
-    else:
-        left = x["r"] < threshold
-        parts = []
-        for side in (left, ~left):
-            part = copy.deepcopy(sr)
-            part.time_budget = max(1.0, sr.time_budget / 2)
-            parts.append(part.fit({v: x[v][side] for v in names}, gs[side], variable_names=names))
-        cols = dict(x)
-        fl, fr = (evaluate(p.sympy(), cols) for p in parts)
-        threshold = _refine_threshold(x["r"], gs, fl, fr, threshold, digits)
-        evidence["refined_threshold"] = threshold
-        r = symbols(["r"])["r"]
-        scalar = sp.Piecewise((parts[0].sympy(), r < sp.Float(threshold, digits + 1)), (parts[1].sympy(), True))
-        searches = parts
-    sym = symbols(edge_variables(dim))
-    direction = [sym[a] / (sym["r"] - sp.Float(EPS)) for a in AXES[:dim]]
-    force = [scalar * d for d in direction]
-    rnd = lambda v: sp.Float(float(f"{v:.{digits}g}"), digits + 1)  # noqa: E731
-    exprs = [sum((rnd(A[k, c]) * force[c] for c in range(D) if abs(A[k, c]) > 1e-12 * np.abs(A).max()),
-                 sp.Integer(0)) + rnd(b[k]) for k in range(A.shape[0])]
-    return StructuredResult(exprs, scalar, force, A, b, mode, threshold, evidence, searches, direction_r2)
+        one = copy.deepcopy(sr).fit(x, g, variable_names=names)
+        return one.sympy(), None, evidence, [one]
+    left = x["r"] < threshold
+    parts = []
+    for side in (left, ~left):
+        part = copy.deepcopy(sr)
+        part.time_budget = max(1.0, sr.time_budget / 2)
+        parts.append(part.fit({v: x[v][side] for v in names}, g[side], variable_names=names))
+    fl, fr = (evaluate(p.sympy(), x) for p in parts)
+    threshold = _refine_threshold(x["r"], g, fl, fr, threshold, digits)
+    evidence["refined_threshold"] = threshold
+    r = symbols(["r"])["r"]
+    scalar = sp.Piecewise((parts[0].sympy(), r < sp.Float(threshold, digits)), (parts[1].sympy(), True))
+    return scalar, threshold, evidence, parts
 
 
 def plain_search(samples: Mapping[str, np.ndarray], messages, dim: int,

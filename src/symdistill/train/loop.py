@@ -84,7 +84,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         if t.time_budget:
             rate = _measure_step_rate(model, optimizer, train_data, batch_size)
             left = t.time_budget - (time.perf_counter() - t_start)
-            total = max(10, int(0.95 * left * rate))
+            total = max(10, int(0.85 * left * rate))  # margin: evaluation, checkpoints, a busy CPU
         else:
             total = t.epochs * steps_per_epoch
         config = replace(config, train=replace(t, total_steps=total, steps_per_epoch=steps_per_epoch))

@@ -1,0 +1,35 @@
+"""CLI command of the distill stage: ``distill --run RUN``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _distill(args):
+    from symdistill.distill.session import DistillConfig, distill_run
+    from symdistill.report.run_report import write_report
+
+    fields = {k: getattr(args, k) for k in ("search", "backend", "sr_budget", "seed") if getattr(args, k) is not None}
+    quiet = args.json
+    result = distill_run(args.run, DistillConfig(**fields), log=(lambda *a, **k: None) if quiet else print)
+    _, html = write_report(args.run)
+    if args.json:
+        json.dump({k: result.get(k) for k in ("formula", "truth", "recovered", "seconds", "force_r2",
+                                              "edge_formulas", "node_formulas", "comparison")}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"  discovered: F = {result['formula']}\n  truth:      F = {result['truth']}\n"
+              f"  recovered:  {result['recovered']}\n  report: {html}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("distill", help="symbolic regression on a trained run's messages, verified")
+    p.add_argument("--run", required=True, help="run folder written by `symdistill train`")
+    p.add_argument("--search", help="structured (default) or plain")
+    p.add_argument("--backend", help="operon (default), pysr or gplearn")
+    p.add_argument("--sr-budget", type=float, help="seconds of the edge formula search")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_distill)

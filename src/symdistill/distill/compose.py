@@ -1,0 +1,118 @@
+"""The symbolic model: edge formulas + sum + node formula, as one torch module with refittable constants.
+
+    s_k(i) = sum_{j != i} phi_k(dx, dy, (dz), r, m1, m2, q1, q2, dvx, ...)   (edge formulas)
+    a_c(i) = psi_c(s_0, ..., s_{D-1}, m, q, vx, vy, ...)                     (node formulas)
+
+``m1, q1`` are the receiver's, ``m2, q2`` the sender's, and dx = x_receiver - x_sender, exactly as in
+:mod:`symdistill.simulate.potentials`. Every float constant of the formulas is a parameter, refitted
+on raw data by :meth:`SymbolicModel.refit` (PAPER.md §1 step 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import sympy as sp
+import torch
+from torch import nn
+
+from symdistill.expr import TorchExpr
+from symdistill.simulate.potentials import EPS
+
+_AXES = ("x", "y", "z")
+
+
+def edge_variables(dim: int) -> list[str]:
+    ax = _AXES[:dim]
+    return [f"d{a}" for a in ax] + ["r", "m1", "m2", "q1", "q2"] + [f"dv{a}" for a in ax]
+
+
+def node_variables(dim: int, n_messages: int) -> list[str]:
+    return [f"s{k}" for k in range(n_messages)] + ["m", "q"] + [f"v{a}" for a in _AXES[:dim]]
+
+
+class SymbolicModel(nn.Module):
+    """Accelerations from formulas. Shapes: forward(pos, vel [B, N, D], mass, charge [B, N]) -> [B, N, D]."""
+
+    def __init__(self, edge_exprs: Sequence[sp.Expr], node_exprs: Sequence[sp.Expr], dim: int,
+                 *, trainable: bool = True):
+        super().__init__()
+        self.dim = dim
+        self.edge_vars = edge_variables(dim)
+        self.node_vars = node_variables(dim, len(edge_exprs))
+        self.edge = nn.ModuleList(TorchExpr(e, self.edge_vars, trainable=trainable) for e in edge_exprs)
+        self.node = nn.ModuleList(TorchExpr(e, self.node_vars, trainable=trainable) for e in node_exprs)
+        if len(node_exprs) != dim:
+            raise ValueError(f"Expected {dim} node formulas (got {len(node_exprs)})")
+
+    def messages(self, pos, vel, mass, charge) -> torch.Tensor:
+        """Summed edge formulas per node, [B, N, K]."""
+        n = pos.shape[1]
+        d = pos[:, :, None, :] - pos[:, None, :, :]
+        dv = vel[:, :, None, :] - vel[:, None, :, :]
+        off = ~torch.eye(n, dtype=torch.bool, device=pos.device)
+        dist = torch.sqrt((d * d).sum(-1) + (~off).to(pos.dtype))
+        x = {f"d{a}": d[..., k] for k, a in enumerate(_AXES[: self.dim])}
+        x |= {f"dv{a}": dv[..., k] for k, a in enumerate(_AXES[: self.dim])}
+        ones = torch.ones_like(dist)
+        x |= dict(r=dist + EPS, m1=mass[:, :, None] * ones, m2=mass[:, None, :] * ones,
+                  q1=charge[:, :, None] * ones, q2=charge[:, None, :] * ones)
+        return torch.stack([torch.where(off, f(**x), 0.0).sum(2) for f in self.edge], -1)
+
+    def forward(self, pos, vel, mass, charge) -> torch.Tensor:
+        s = self.messages(pos, vel, mass, charge)
+        x = {f"s{k}": s[..., k] for k in range(s.shape[-1])}
+        x |= dict(m=mass, q=charge) | {f"v{a}": vel[..., k] for k, a in enumerate(_AXES[: self.dim])}
+        return torch.stack([f(**x) for f in self.node], -1)
+
+    def sympy(self) -> tuple[list[sp.Expr], list[sp.Expr]]:
+        return [f.sympy() for f in self.edge], [f.sympy() for f in self.node]
+
+    def n_constants(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def mae(self, data: dict[str, np.ndarray], chunk: int = 4096) -> float:
+        """Mean absolute error on accelerations of ``data`` (pos, vel, acc [B, N, D]; mass, charge [B, N])."""
+        total, count = 0.0, 0
+        for s in range(0, len(data["pos"]), chunk):
+            t = {k: torch.as_tensor(v[s:s + chunk], dtype=torch.float64) for k, v in data.items()}
+            err = (self(t["pos"], t["vel"], t["mass"], t["charge"]) - t["acc"]).abs()
+            err = torch.nan_to_num(err, nan=1e30, posinf=1e30)
+            total, count = total + float(err.sum()), count + err.numel()
+        return total / max(count, 1)
+
+    def refit(self, data: dict[str, np.ndarray], *, steps: int = 300, lr: float = 1e-2,
+              max_graphs: int = 4096, seed: int = 0) -> tuple[float, float]:
+        """Refit every constant by Adam on the MAE of accelerations; returns (MAE before, after).
+
+        Keeps the best constants seen, so the refit never makes the model worse on its data.
+        """
+        for f in (*self.edge, *self.node):
+            f.normalise_constants()
+        params = [p for p in self.parameters() if p.numel()]
+        before = self.mae(data)
+        if not params:
+            return before, before
+        rng = np.random.default_rng(seed)
+        idx = rng.permutation(len(data["pos"]))[:max_graphs]
+        t = {k: torch.as_tensor(v[idx], dtype=torch.float64) for k, v in data.items()}
+        opt = torch.optim.Adam(params, lr=lr)
+        best, best_state = before, [p.detach().clone() for p in params]
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = (self(t["pos"], t["vel"], t["mass"], t["charge"]) - t["acc"]).abs().mean()
+            if not torch.isfinite(loss):
+                break
+            loss.backward()
+            opt.step()
+            sched.step()
+        after = self.mae(data)
+        if not after < best:
+            with torch.no_grad():
+                for p, b in zip(params, best_state):
+                    p.copy_(b)
+            after = best
+        return before, after

@@ -1,0 +1,226 @@
+"""Distil a trained run: record messages, search formulas, verify them, distil the node model,
+compose and refit the symbolic model, and compare it with the network in and out of distribution.
+
+``distill_run(run_dir)`` writes ``distill.json`` (and the Pareto tables) into the run folder and
+returns the same record as a dict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+import torch
+
+from symdistill.distill.compose import SymbolicModel, node_variables
+from symdistill.distill.sr import SymbolicRegression
+from symdistill.distill.structured import plain_search, structured_search
+from symdistill.distill.verify import verify
+from symdistill.errors import SymdistillError, check_positive
+from symdistill.graphs.batch import GraphBatch
+from symdistill.io import atomic_path, write_json, write_text
+from symdistill.simulate import get_law, initial_conditions, open_dataset
+from symdistill.simulate.integrate import Bodies, accelerations
+from symdistill.simulate.potentials import Law
+from symdistill.train.data import GraphData, load_graphs
+from symdistill.train.metrics import force_r2, record_messages, record_nodes, top_components
+from symdistill.train.run import load_run
+
+_AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How to distil. ``sr_budget``: seconds per search (edge: one structured search, or one per
+    component when ``search="plain"``; node: one per acceleration component)."""
+
+    search: str = "structured"      # structured or plain
+    backend: str = "operon"
+    sr_budget: float = 20.0
+    node_budget: float = 8.0
+    max_complexity: int = 30
+    max_edges: int = 20_000
+    max_graphs: int = 4000
+    refit_steps: int = 300
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self):
+        if self.search not in ("structured", "plain"):
+            raise SymdistillError(f"`search` must be structured or plain (got {self.search!r})")
+        for name in ("sr_budget", "node_budget", "max_complexity", "max_edges", "max_graphs", "threads"):
+            check_positive(name, getattr(self, name))
+
+
+#: The node model turns summed forces into accelerations: arithmetic is enough, and keeping exp and
+#: log out stops it from fitting terms that blow up on more bodies than it was trained on.
+NODE_OPERATORS = ("+", "-", "*", "/")
+
+
+def _sr(c: DistillConfig, budget: float, operators=None) -> SymbolicRegression:
+    kw = {} if operators is None else {"operators": operators}
+    return SymbolicRegression(c.backend, time_budget=budget, max_complexity=c.max_complexity,
+                              seed=c.seed, threads=c.threads, **kw)
+
+
+def _arrays(data: GraphData) -> dict[str, np.ndarray]:
+    return {k: getattr(data, k).double().numpy() for k in ("pos", "vel", "acc", "mass", "charge")}
+
+
+def ood_sets(law: Law, dim: int, n_bodies: int, *, n: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Out-of-distribution snapshots with exact accelerations: twice the bodies, and masses
+    ~10x outside the training range (exp(N(0,1)) -> exp(N(0,1)) * e^2.5)."""
+    out = {}
+    for name, bodies, mass_scale in ((f"n={2 * n_bodies} bodies", 2 * n_bodies, 1.0),
+                                     ("heavy masses (x12)", n_bodies, float(np.exp(2.5)))):
+        pos, vel, mass, charge = initial_conditions(n, bodies, dim, seed + 7919, law)
+        mass = mass * mass_scale
+        t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+        acc = accelerations(law, t(pos), t(vel), Bodies(t(mass), t(charge), law.damping_coefficients(bodies)))
+        out[name] = dict(pos=pos, vel=vel, acc=acc.numpy(), mass=mass, charge=charge)
+    return out
+
+
+@torch.no_grad()
+def network_mae(model, data: dict[str, np.ndarray], chunk: int = 4096) -> float:
+    total, count = 0.0, 0
+    for s in range(0, len(data["pos"]), chunk):
+        part = {k: v[s:s + chunk] for k, v in data.items()}
+        b = GraphBatch.from_arrays(part["pos"], part["vel"], part["mass"], part["charge"])
+        pred = model.predict(b).double().numpy().reshape(part["acc"].shape)
+        total, count = total + float(np.abs(pred - part["acc"]).sum()), count + pred.size
+    return total / max(count, 1)
+
+
+def distil_node_model(model, data: GraphData, comps, c: DistillConfig) -> tuple[list[sp.Expr], list]:
+    """SR on the node model: each predicted acceleration component as a function of the summed top
+    messages s_k, the body's mass m and charge q (and velocity for damped laws)."""
+    rec = record_nodes(model, data, max_nodes=c.max_graphs * data.n_bodies, seed=c.seed)
+    dim = model.dim
+    names = node_variables(dim, len(comps))
+    cols = {f"s{k}": rec["summed"][:, i] for k, i in enumerate(comps)}
+    cols |= {"m": rec["m"], "q": rec["q"]} | {f"v{a}": rec[f"v{a}"] for a in _AXES[:dim]}
+    used = [n for n in names if np.ptp(cols[n]) > 0]
+    exprs, searches = [], []
+    for d in range(dim):
+        sr = _sr(c, c.node_budget, NODE_OPERATORS).fit({n: cols[n] for n in used}, rec["pred"][:, d], variable_names=used)
+        exprs.append(sr.sympy())
+        searches.append(sr)
+    return exprs, searches
+
+
+def _law_of(run) -> Law | None:
+    with open_dataset(run.data_path) as ds:
+        return ds.law()
+
+
+def force_string(scalar: sp.Expr, dim: int) -> str:
+    comps = ", ".join(f"d{a}" for a in _AXES[:dim])
+    return f"({sp.sstr(scalar)}) * ({comps})/(r - 0.01)"
+
+
+def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> dict:
+    """Distil the run in ``run_dir`` (see the module docstring)."""
+    c = config or DistillConfig()
+    t0 = time.perf_counter()
+    run = load_run(run_dir)
+    model, dim = run.model, run.model.dim
+    law = _law_of(run)
+    source = run.test_path or run.data_path
+    data = load_graphs(source, step_stride=max(1, run.config.data.step_stride))
+    if len(data) > c.max_graphs:
+        data = data.subset(torch.as_tensor(np.random.default_rng(c.seed).choice(len(data), c.max_graphs, replace=False)))
+    rec = record_messages(model, data, max_edges=c.max_edges, law=law, seed=c.seed)
+    comps = [int(i) for i in top_components(rec)]
+    r2 = force_r2(rec, comps) if rec.forces is not None else None
+    log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}")
+    Y = rec.messages[:, comps]
+    if rec.forces is not None:  # for the report's messages-vs-forces figure (np.load, no pickle)
+        keep = np.random.default_rng(c.seed).permutation(len(Y))[:5000]
+        save_arrays(Path(run_dir) / "messages.npz", messages=Y[keep], forces=rec.forces[keep])
+    result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
+                    "model": run.config.model.variant, "dim": dim}
+    if c.search == "structured":
+        found = structured_search(rec.inputs, Y, dim, _sr(c, c.sr_budget))
+        edge_exprs, scalar = found.expressions, found.scalar
+        tables = found.searches
+        result["threshold"] = found.threshold
+        result["map"] = np.round(found.A, 6).tolist()
+    else:
+        searches = plain_search(rec.inputs, Y, dim, _sr(c, c.sr_budget))
+        edge_exprs, scalar, tables = [s.sympy() for s in searches], None, searches
+    result["edge_formulas"] = [sp.sstr(e) for e in edge_exprs]
+    result["formula"] = force_string(scalar, dim) if scalar is not None else "; ".join(result["edge_formulas"])
+    result["pareto"] = [t.equations_.to_records() for t in tables]
+    if law is not None and law.has_truth:
+        v = verify(edge_exprs, law, dim)
+        result["truth"] = force_string(law.force_magnitude_expr(), dim)
+        result["recovered"] = bool(v.recovered)
+        result["verification"] = v.to_dict()
+        log(v.summary())
+    else:
+        result.update(truth=None, recovered=None, verification=None)
+
+    node_exprs, node_searches = distil_node_model(model, data, comps, c)
+    result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
+    result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
+
+    # A pair force has no constant offset: the network's offsets only cancel for the number of
+    # bodies it was trained on, so they are dropped (edge constants and the node terms that only
+    # compensate them) before the constants are refitted on raw accelerations.
+    edge_clean = [drop_constant(e) for e in edge_exprs]
+    node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
+    symbolic = SymbolicModel(edge_clean, node_clean, dim)
+    train_data = load_graphs(run.data_path, step_stride=max(1, run.config.data.step_stride) * 5)
+    before, after = symbolic.refit(_arrays(train_data), steps=c.refit_steps, seed=c.seed)
+    result["refit"] = {"train_mae_before": before, "train_mae_after": after}
+    e_s, n_s = symbolic.sympy()
+    result["symbolic_model"] = {"edge": [sp.sstr(e) for e in e_s], "node": [sp.sstr(e) for e in n_s]}
+    if law is not None and law.has_truth:
+        v2 = verify(e_s, law, dim)
+        result["recovered_by_search"] = result["recovered"]
+        result["recovered_after_refit"] = bool(v2.recovered)
+        result["recovered"] = bool(result["recovered"] or v2.recovered)
+        result["verification_after_refit"] = v2.to_dict()
+        log(f"after refit: {v2.summary()}")
+    test = _arrays(data)
+    comparison = {"test": {"network": network_mae(model, test), "formula": symbolic.mae(test)}}
+    if law is not None:
+        for name, ood in ood_sets(law, dim, data.n_bodies, seed=c.seed).items():
+            comparison[name] = {"network": network_mae(model, ood), "formula": symbolic.mae(ood)}
+    result["comparison"] = comparison
+    result["seconds"] = time.perf_counter() - t0
+    write_json(Path(run_dir) / "distill.json", result)
+    write_text(Path(run_dir) / "equations.md", equations_markdown(tables, node_searches))
+    return result
+
+
+def equations_markdown(edge_searches, node_searches) -> str:
+    parts = []
+    for title, searches in (("Edge (messages)", edge_searches), ("Node model", node_searches)):
+        for k, s in enumerate(searches):
+            parts += [f"## {title}: search {k}", "", s.equations_.to_markdown(), ""]
+    return "\n".join(parts)
+
+
+def save_arrays(path, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def drop_constant(expr: sp.Expr) -> sp.Expr:
+    """The expression without its additive constant term."""
+    expr = sp.sympify(expr)
+    return sp.Add(*[t for t in sp.Add.make_args(expr) if t.free_symbols]) if expr.is_Add else expr
+
+
+def drop_offset_terms(expr: sp.Expr, message_names) -> sp.Expr:
+    """Drop the additive terms of the expanded node formula that depend on neither the messages
+    nor any other state than the body's own mass and charge (offsets compensating message offsets)."""
+    keep_if = set(message_names) | {"vx", "vy", "vz"}
+    terms = sp.Add.make_args(sp.expand(sp.sympify(expr)))
+    kept = [t for t in terms if {s.name for s in t.free_symbols} & keep_if]
+    return sp.Add(*kept) if kept else sp.sympify(expr)

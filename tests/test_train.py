@@ -1,0 +1,165 @@
+"""Training: determinism, checkpoints and resume, divergence, CLI errors, evaluation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from symdistill.cli import main
+from symdistill.errors import SymdistillError
+from symdistill.simulate import SimulationConfig, simulate_to_file
+from symdistill.train import RunConfig, load_graphs, load_run, train
+from symdistill.train import loop as loop_module
+from symdistill.train.loop import loss_fn
+
+
+@pytest.fixture(scope="module")
+def spring_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    simulate_to_file(d / "spring.h5", "spring", config=SimulationConfig(n_sims=40, n_steps=20, seed=0))
+    simulate_to_file(d / "test.h5", "spring", config=SimulationConfig(n_sims=10, n_steps=20, seed=1))
+    return d / "spring.h5"
+
+
+def _config(path, **over) -> RunConfig:
+    base = {"data.path": str(path), "data.eval_graphs": 100, "model.hidden": 32, "model.layers": 2,
+            "train.batch_size": 64, "train.epochs": 3, "train.steps_per_epoch": 6, "train.threads": 1,
+            "train.lr": 3e-3}
+    return RunConfig().replace(**{**base, **over})
+
+
+def _params(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_tiny_run_lowers_the_loss(spring_file, tmp_path):
+    cfg = _config(spring_file, **{"train.epochs": 4, "train.steps_per_epoch": 15})
+    run_dir = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    torch.manual_seed(cfg.train.seed)
+    run = load_run(run_dir)
+    fresh = type(run.model)(cfg.model, 2)
+    fresh.load_state_dict({k: v for k, v in run.model.state_dict().items() if "scale" in k}, strict=False)
+    val = load_graphs(spring_file, range(36, 40)).batch()
+    with torch.no_grad():
+        before, _ = loss_fn(fresh.eval(), val)
+        after, _ = loss_fn(run.model, val)
+    assert float(after) < 0.7 * float(before)
+    rows = run.history
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert set(rows[0]) >= {"train_loss", "val_loss", "train_penalty", "active_components", "force_r2"}
+
+
+def test_checkpoint_round_trip(spring_file, tmp_path):
+    run_dir = train(_config(spring_file, **{"train.epochs": 1}), tmp_path / "run", progress=False, log=lambda s: None)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    run = load_run(run_dir)
+    assert run.finished and run.config == RunConfig.from_dict(state["config"])
+    assert run.data_path == str(spring_file)
+    for k, v in state["model"].items():
+        assert torch.equal(run.model.state_dict()[k], v)
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["seed"] == 0 and "torch" in saved["versions"] and saved["config"]["train"]["total_steps"] == 6
+    b = load_graphs(spring_file, [0]).batch()
+    again = load_run(run_dir).model
+    assert torch.equal(run.model.predict(b), again.predict(b))
+
+
+def test_resumed_training_equals_uninterrupted_training(spring_file, tmp_path):
+    cfg = _config(spring_file, **{"model.variant": "kl"})  # kl: sampling RNG must resume too
+    whole = train(cfg, tmp_path / "whole", progress=False, log=lambda s: None)
+    part = train(cfg, tmp_path / "part", progress=False, max_epochs=1, log=lambda s: None)
+    assert not (part / "model.pt").exists() and load_run(part).history[-1]["epoch"] == "1"
+    train(None, part, resume=True, progress=False, log=lambda s: None)
+    assert torch.equal(_params(load_run(whole).model), _params(load_run(part).model))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(load_run(whole).history) == strip(load_run(part).history)
+
+
+def test_killed_training_resumes_from_checkpoint(spring_file, tmp_path):
+    over = {"train.epochs": 8, "train.steps_per_epoch": 20, "model.variant": "l1",
+            "model.edge_inputs": "paper"}  # paper: the augmentation RNG must resume too
+    cfg = _config(spring_file, **over)
+    killed = tmp_path / "killed"
+    args = ["--data", str(spring_file), "--out", str(killed), "--quiet", "--epochs", "8", "--edge-inputs", "paper",
+            "--hidden", "32", "--layers", "2", "--batch-size", "64", "--threads", "1", "--lr", "3e-3",
+            "--set", "train.steps_per_epoch=20", "--set", "data.eval_graphs=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "symdistill.cli", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() - t0 < 60:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if (killed / "model.pt").exists():
+        pytest.skip("the run finished before it could be killed")
+    assert load_run(killed).history  # the checkpoint of a killed run loads
+    assert main(["train", "--resume", "--out", str(killed), "--quiet"]) == 0
+    whole = train(cfg, tmp_path / "whole", progress=False, log=lambda s: None)
+    assert torch.equal(_params(load_run(whole).model), _params(load_run(killed).model))
+    assert len(load_run(killed).history) == 8
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(spring_file, tmp_path, monkeypatch):
+    calls = {"n": 0}
+
+    def exploding(model, batch, **kw):
+        loss, pen = loss_fn(model, batch, **kw)
+        calls["n"] += 1
+        return (loss * float("nan"), pen) if calls["n"] > 8 else (loss, pen)
+
+    monkeypatch.setattr(loop_module, "loss_fn", exploding)
+    with pytest.raises(SymdistillError, match=r"Training diverged at epoch 2, step 8 \(loss nan\); the last good checkpoint is kept"):
+        train(_config(spring_file), tmp_path / "run", progress=False, log=lambda s: None)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_file_without_accelerations_gives_a_one_line_error(spring_file, tmp_path, capsys):
+    bare = tmp_path / "noacc.h5"
+    with h5py.File(spring_file) as src, h5py.File(bare, "w") as dst:
+        for k in ("pos", "vel", "mass", "charge", "t"):
+            src.copy(k, dst)
+        dst.attrs.update(src.attrs)
+    assert main(["train", "--data", str(bare), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no accelerations ('acc')" in err
+
+
+def test_unknown_model_name_gives_a_one_line_error(spring_file, tmp_path, capsys):
+    assert main(["train", "--data", str(spring_file), "--model", "l2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: Unknown model 'l2'. Choose one of: bottleneck, kl, l1, standard. Did you mean 'l1'?\n"
+    assert main(["train", "--data", str(spring_file), "--set", "train.lr=-1", "--out", str(tmp_path / "r")]) == 2
+    assert "`train.lr` must be > 0 (got -1)" in capsys.readouterr().err
+    assert main(["train", "--data", str(spring_file), "--set", "model.hiden=3", "--out", str(tmp_path / "r")]) == 2
+    assert "Did you mean 'hidden'?" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_is_never_overwritten(spring_file, tmp_path):
+    cfg = _config(spring_file, **{"train.epochs": 1})
+    train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    with pytest.raises(SymdistillError, match="already holds a run: continue it with --resume"):
+        train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+
+
+def test_evaluate_json_reports_test_mae_and_one_force_r2_per_component(spring_file, tmp_path, capsys):
+    test_file = Path(spring_file).parent / "test.h5"
+    run_dir = train(_config(spring_file, **{"train.epochs": 1, "data.test_path": str(test_file)}),
+                    tmp_path / "run", progress=False, log=lambda s: None)
+    assert main(["evaluate", "--run", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert isinstance(result["test_mae"], float) and result["test_mae"] > 0
+    assert len(result["force_r2"]) == 2 and all(isinstance(x, float) for x in result["force_r2"])
+    assert result["data"] == str(test_file)
+    assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
+    assert "not a run folder" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""Verification decides recovery up to what distillation cannot identify (PAPER.md §4)."""
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from symdistill.distill.verify import VerifyOptions, verify
+from symdistill.errors import SymdistillError
+from symdistill.expr import symbols
+from symdistill.simulate.potentials import get_law
+
+S = symbols(["dx", "dy", "dz", "r", "m1", "m2", "q1", "q2"])
+FAST = VerifyOptions(n_groups=8, per_group=300)
+
+
+def mixed(law, dim, A, b, factor=1):
+    """Messages A F + b (times a factor) as sympy formulas, from the law's own ground truth."""
+    F = get_law(law).force_expr(dim)
+    return [factor * sum(A[k][c] * F[c] for c in range(dim)) + b[k] for k in range(len(A))]
+
+
+@pytest.mark.parametrize("law", ["spring", "r1", "r2", "charge", "discontinuous"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_rotated_scaled_shifted_truth_is_recovered(law, dim):
+    rng = np.random.default_rng(dim)
+    A = rng.normal(size=(dim, dim)) * 3
+    b = rng.normal(size=dim)
+    res = verify(mixed(law, dim, A, b), law, dim, FAST)
+    assert res.recovered, res.summary()
+    assert res.failed == []
+    # The fitted common map is the one we put in (up to the receiver factor's scale).
+    scale = np.linalg.norm(A) / np.linalg.norm(res.A)
+    np.testing.assert_allclose(res.A * scale, A, atol=1e-3 * np.abs(A).max())
+
+
+@pytest.mark.parametrize("factor", [1 / S["m1"], S["m1"] ** 2, S["q1"]])
+def test_factor_of_receiver_properties_only_is_recovered(factor):
+    law = "charge"
+    res = verify(mixed(law, 2, [[1, 0], [0, 2]], [0.1, -0.3], factor), law, 2, FAST)
+    assert res.recovered, res.summary()
+
+
+def test_gravity_messages_that_carry_m2_but_not_m1_are_recovered():
+    # The paper's r^-2 3D bottleneck formula (PAPER.md §4), completed with two other components.
+    phi = ["(0.021*dx*m2 - 0.077*dy*m2)/r^3", "m2*dz/r^3 + 0.5", "m2*(dy + dx)/r^3"]
+    res = verify(phi, "r2", 3, FAST)
+    assert res.recovered, res.summary()
+    assert res.factor_m1_power == pytest.approx(-1, abs=0.05)
+
+
+def test_paper_spring_formula_counts_as_one_recovered_component():
+    res = verify("1.36*dy + 0.60*dx - (0.60*dx + 1.37*dy)/r - 0.0025", "spring", 2, FAST)
+    assert res.recovered, res.summary()
+
+
+@pytest.mark.parametrize("law, wrong", [
+    ("r2", "m2*{}/r^2"),          # r^-1 force for an r^-2 law
+    ("r1", "m2*{}/r^3"),          # r^-2 force for an r^-1 law
+    ("spring", "-(r-1.5)*{}/r"),  # wrong rest length
+    ("spring", "-(r-1.2)*{}/r"),
+    ("charge", "q2*{}/r^2"),
+    ("spring", "-(r-1)*{}/(r*m2)"),  # a factor of the *sender's* mass cannot be undone
+    ("discontinuous", "-(r-1)*{}/r"),  # the spring without its threshold
+    ("discontinuous", "Piecewise((0, r < 1.8), (-(r-1)*{}/r, True))"),
+])
+def test_wrong_laws_are_rejected(law, wrong):
+    res = verify([wrong.format("dx"), wrong.format("dy")], law, 2, FAST)
+    assert not res.recovered
+    assert "fit" in res.failed or "receiver_factor" in res.failed
+
+
+def test_formulas_that_do_not_span_the_force_are_rejected():
+    res = verify(["-(r-1)*dx/r", "2 - 3*(r-1)*dx/r"], "spring", 2, FAST)
+    assert not res.recovered
+    assert res.failed == ["span"]
+
+
+def test_mixing_that_depends_on_the_receiver_is_not_a_common_map():
+    res = verify(["q1*q2*dx/r^3", "q2*dy/r^3"], "charge", 2, FAST)
+    assert res.failed == ["receiver_factor"]
+
+
+def test_formula_with_unknown_variable_fails_the_variables_check():
+    res = verify([S["dx"] * sp.Symbol("vx"), S["dy"]], "spring", 2, FAST)
+    assert res.failed == ["variables"]
+    assert "vx" in res.summary()
+
+
+def test_formula_that_is_not_finite_fails():
+    res = verify(["log(dx)*(r-1)", "dy*(r-1)/r"], "spring", 2, FAST)
+    assert "finite" in res.failed
+
+
+def test_bad_formula_string_is_a_user_error():
+    with pytest.raises(SymdistillError, match="Unknown name"):
+        verify("dx*foo", "spring", 2)
+
+
+def test_evidence_is_reported():
+    res = verify(mixed("spring", 2, [[1, 1], [0, 1]], [0, 0]), "spring", 2, FAST)
+    d = res.to_dict()
+    assert d["recovered"] is True
+    assert {c["name"] for c in d["checks"]} == {"variables", "finite", "fit", "receiver_factor", "span"}
+    assert len(d["A"]) == 2 and len(d["r2"]) == 2 and min(d["r2"]) > 0.999
+    assert "recovered" in d["summary"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), power=st.sampled_from([-1, 0, 1]), shift=st.floats(-5, 5))
+def test_any_invertible_map_times_mass_power_is_recovered(seed, power, shift):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(2, 2))
+    A += np.eye(2) * (np.abs(np.linalg.eigvals(A)).max() + 0.5)  # keep it well conditioned
+    res = verify(mixed("r2", 2, A, [shift, -shift], S["m1"] ** power), "r2", 2, FAST)
+    assert res.recovered, res.summary()
