@@ -31,10 +31,10 @@ class PipelineConfig:
     potential: str | None = None
     dim: int = 2
     n_bodies: int = 4
-    n_sims: int = 1000
-    n_steps: int = 500
+    n_sims: int = 2000
+    n_steps: int = 100
     test_sims: int = 200
-    step_stride: int = 5
+    step_stride: int = 1
     model: str = "l1"
     edge_inputs: str = "relative"
     time_budget: float = 60.0      # seconds of training

@@ -115,7 +115,7 @@ def integrate_chunks(law: Law, config: SimulationConfig, *, chunk_steps: int = 5
     dt = c.resolved_dt(law)
     batch = c.auto_batch()
     damping = law.damping_coefficients(c.n_bodies, dtype=dtype, device=dev)
-    bar = tqdm(total=c.n_sims * c.n_steps, disable=not progress, unit="state", unit_scale=True,
+    bar = tqdm(total=c.n_sims * c.n_steps, disable=None if progress else True, unit="state", unit_scale=True,
                desc=f"simulate {law.name}")
     with torch.no_grad():
         for b0 in range(0, c.n_sims, batch):

@@ -106,7 +106,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
 
     deadline = None if t.time_budget is None else t_start + t.time_budget - elapsed0
     t_train = time.perf_counter()
-    bar = tqdm(total=t.total_steps, initial=step, disable=not progress, unit="step", desc=f"train {config.model.variant}")
+    bar = tqdm(total=t.total_steps, initial=step, disable=None if progress else True, unit="step", desc=f"train {config.model.variant}")
     epochs_this_call = 0
     augment = config.model.edge_inputs == "paper" and t.augment_shift > 0
     sample = model.variant.name == "kl"
