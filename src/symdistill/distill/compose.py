@@ -18,14 +18,10 @@ import torch
 from torch import nn
 
 from symdistill.expr import TorchExpr
+from symdistill.graphs.features import edge_input_names
 from symdistill.simulate.potentials import EPS
 
 _AXES = ("x", "y", "z")
-
-
-def edge_variables(dim: int) -> list[str]:
-    ax = _AXES[:dim]
-    return [f"d{a}" for a in ax] + ["r", "m1", "m2", "q1", "q2"] + [f"dv{a}" for a in ax]
 
 
 def node_variables(dim: int, n_messages: int) -> list[str]:
@@ -39,7 +35,7 @@ class SymbolicModel(nn.Module):
                  *, trainable: bool = True):
         super().__init__()
         self.dim = dim
-        self.edge_vars = edge_variables(dim)
+        self.edge_vars = edge_input_names("relative", dim)  # what record_messages records
         self.node_vars = node_variables(dim, len(edge_exprs))
         self.edge = nn.ModuleList(TorchExpr(e, self.edge_vars, trainable=trainable) for e in edge_exprs)
         self.node = nn.ModuleList(TorchExpr(e, self.node_vars, trainable=trainable) for e in node_exprs)

@@ -6,25 +6,18 @@ weights_only=True)`` reads it (no pickled code is executed).
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from symdistill import __version__
 from symdistill.errors import SymdistillError
 from symdistill.io import atomic_path
+from symdistill.versions import versions  # noqa: F401  (saved in run folders and checkpoints)
 
 CHECKPOINT = "checkpoint.pt"  # the last completed epoch (model, optimiser, schedule, RNG, history)
 MODEL = "model.pt"            # the final model of a finished run
 CONFIG = "config.json"
 HISTORY = "history.csv"
-
-
-def versions() -> dict[str, str]:
-    return {"symdistill": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def save(path, state: dict) -> None:

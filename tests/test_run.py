@@ -1,0 +1,30 @@
+"""End to end: `symdistill run` recovers the spring law from nothing but its name (slow, in CI)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_run_recovers_spring_2d_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "symdistill.cli", "run", "--system", "spring", "--dim", "2",
+         "--time-budget", "90", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert isinstance(result["formula"], str) and isinstance(result["truth"], str)
+    assert isinstance(result["seconds"], float)
+    assert result["recovered"] is True, result
+    # the refitted formula generalises: more bodies than trained on, heavier masses
+    for name, row in result["comparison"].items():
+        assert row["formula"] < row["network"], (name, row)
+    assert (out / "train" / "report.html").stat().st_size > 20_000
+    assert (out / "train" / "equations.md").exists() and (out / "result.json").exists()
+    # a second run into the same folder is refused instead of overwriting it
+    again = subprocess.run([sys.executable, "-m", "symdistill.cli", "run", "--out", str(out)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
