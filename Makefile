@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev,pyg]"
 	touch $(STAMP)
 
+# every demo run gets its own folder (config, seed, versions, data, model, formulas, report)
 demo: $(STAMP)
-	$(VENV)/bin/symdistill demo --out runs/demo
+	$(VENV)/bin/symdistill run --system spring --dim 2 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
