@@ -41,10 +41,17 @@ class PipelineConfig:
     sr_budget: float = 20.0        # seconds of the edge search
     node_budget: float = 6.0       # seconds per node-model search
     seed: int = 0
+    # Reproducible mode: a fixed number of training steps and of SR evaluations instead of time
+    # budgets, so the result does not depend on how fast (or how loaded) the machine is.
+    train_steps: int | None = None
+    sr_evaluations: int | None = None
 
     def __post_init__(self):
         for name in ("n_sims", "n_steps", "test_sims", "step_stride", "time_budget", "sr_budget", "node_budget"):
             check_positive(name, getattr(self, name))
+        for name in ("train_steps", "sr_evaluations"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
 
 
 def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = True, log=print) -> dict:
@@ -65,13 +72,18 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
                          progress=progress)
     log(f"simulated {law.describe()} ({time.perf_counter() - t0:.0f} s)")
     run_dir = out / "train"
+    schedule = {"train.time_budget": c.time_budget}
+    if c.train_steps is not None:  # ten epochs of a fixed length: the same steps on any machine
+        schedule = {"train.time_budget": None, "train.epochs": 10,
+                    "train.steps_per_epoch": max(1, c.train_steps // 10)}
     rc = RunConfig().replace(**{
         "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
-        "model.variant": c.model, "model.edge_inputs": c.edge_inputs,
-        "train.time_budget": c.time_budget, "train.seed": c.seed})
+        "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed, **schedule})
     if not (run_dir / "model.pt").exists():
         train(rc, run_dir, resume=(run_dir / "config.json").exists(), progress=progress, log=log)
-    dc = DistillConfig(sr_budget=c.sr_budget, node_budget=c.node_budget, seed=c.seed)
+    dc = DistillConfig(sr_budget=c.sr_budget, node_budget=c.node_budget, seed=c.seed,
+                       sr_evaluations=c.sr_evaluations,
+                       node_evaluations=None if c.sr_evaluations is None else max(1, c.sr_evaluations // 4))
     result = distill_run(run_dir, dc, log=log)
     md, html = write_report(run_dir)
     result = {"formula": result["formula"], "truth": result.get("truth"), "recovered": result.get("recovered"),
@@ -104,7 +116,8 @@ def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
 
 def _run(args) -> int:
     fields = {k: getattr(args, k) for k in ("dim", "n_bodies", "n_sims", "model", "edge_inputs", "time_budget",
-                                           "sr_budget", "seed") if getattr(args, k) is not None}
+                                           "sr_budget", "seed", "train_steps", "sr_evaluations")
+              if getattr(args, k) is not None}
     if args.potential:
         fields.update(system=None, potential=args.potential)
     elif args.system:
@@ -145,6 +158,10 @@ def register(sub) -> None:
     p.add_argument("--time-budget", type=float, help="seconds of training (default 60)")
     p.add_argument("--sr-budget", type=float, help="seconds of the edge formula search (default 20)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--train-steps", type=int,
+                   help="train for this many steps instead of --time-budget (reproducible on any machine)")
+    p.add_argument("--sr-evaluations", type=int,
+                   help="stop the edge search after this many evaluations (node searches: a quarter)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true")

@@ -47,12 +47,19 @@ class DistillConfig:
     refit_steps: int = 300
     seed: int = 0
     threads: int = 1
+    # Stop each search after this many evaluations instead of at its time budget: with one thread
+    # and a seed the result is then the same on any machine, however loaded (the budget stays a cap).
+    sr_evaluations: int | None = None
+    node_evaluations: int | None = None
 
     def __post_init__(self):
         if self.search not in ("structured", "plain"):
             raise SymdistillError(f"`search` must be structured or plain (got {self.search!r})")
         for name in ("sr_budget", "node_budget", "max_complexity", "max_edges", "max_graphs", "threads"):
             check_positive(name, getattr(self, name))
+        for name in ("sr_evaluations", "node_evaluations"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
 
 
 #: The node model turns summed forces into accelerations: arithmetic is enough, and keeping exp and
@@ -60,10 +67,12 @@ class DistillConfig:
 NODE_OPERATORS = ("+", "-", "*", "/")
 
 
-def _sr(c: DistillConfig, budget: float, operators=None) -> SymbolicRegression:
+def _sr(c: DistillConfig, budget: float, operators=None, evaluations=None) -> SymbolicRegression:
     kw = {} if operators is None else {"operators": operators}
+    if evaluations is not None:  # deterministic: the evaluation count decides, time is only a cap
+        budget = max(budget, 600.0)
     return SymbolicRegression(c.backend, time_budget=budget, max_complexity=c.max_complexity,
-                              seed=c.seed, threads=c.threads, **kw)
+                              seed=c.seed, threads=c.threads, max_evaluations=evaluations, **kw)
 
 
 def _arrays(data: GraphData) -> dict[str, np.ndarray]:
@@ -106,7 +115,7 @@ def distil_node_model(model, data: GraphData, comps, c: DistillConfig) -> tuple[
     used = [n for n in names if np.ptp(cols[n]) > 0]
     exprs, searches = [], []
     for d in range(dim):
-        sr = _sr(c, c.node_budget, NODE_OPERATORS).fit({n: cols[n] for n in used}, rec["pred"][:, d], variable_names=used)
+        sr = _sr(c, c.node_budget, NODE_OPERATORS, c.node_evaluations).fit({n: cols[n] for n in used}, rec["pred"][:, d], variable_names=used)
         exprs.append(sr.sympy())
         searches.append(sr)
     return exprs, searches
@@ -144,13 +153,13 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
                     "model": run.config.model.variant, "dim": dim}
     if c.search == "structured":
-        found = structured_search(rec.inputs, Y, dim, _sr(c, c.sr_budget))
+        found = structured_search(rec.inputs, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
         edge_exprs, scalar = found.expressions, found.scalar
         tables = found.searches
         result["threshold"] = found.threshold
         result["map"] = np.round(found.A, 6).tolist()
     else:
-        searches = plain_search(rec.inputs, Y, dim, _sr(c, c.sr_budget))
+        searches = plain_search(rec.inputs, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
         edge_exprs, scalar, tables = [s.sympy() for s in searches], None, searches
     result["edge_formulas"] = [sp.sstr(e) for e in edge_exprs]
     result["formula"] = force_string(scalar, dim) if scalar is not None else "; ".join(result["edge_formulas"])
