@@ -13,7 +13,6 @@ is judged by its relative error on held-out states: "exact" when below 1% (no pa
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from symdistill.distill.sr import SymbolicRegression, evaluate
 from symdistill.io import write_json
 from symdistill.pipeline import PipelineConfig, run_pipeline
-from symdistill.simulate import SYSTEMS, get_law, simulate
+from symdistill.simulate import SYSTEMS, simulate
 
 
 def baseline_columns(pos, vel, mass, charge, dim, receiver=0):

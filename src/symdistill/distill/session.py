@@ -22,7 +22,7 @@ from symdistill.distill.verify import verify
 from symdistill.errors import SymdistillError, check_positive
 from symdistill.graphs.batch import GraphBatch
 from symdistill.io import atomic_path, write_json, write_text
-from symdistill.simulate import get_law, initial_conditions, open_dataset
+from symdistill.simulate import initial_conditions, open_dataset
 from symdistill.simulate.integrate import Bodies, accelerations
 from symdistill.simulate.potentials import Law
 from symdistill.train.data import GraphData, load_graphs
