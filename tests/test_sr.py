@@ -163,6 +163,17 @@ def test_piecewise_search_finds_the_discontinuous_threshold():
     assert v.recovered, v.summary()
 
 
+def test_piecewise_branch_within_noise_of_zero_is_zero():
+    # a network's messages are noisy: the zero side must come out as 0, not as a fit of the noise
+    samples, Y = messages_from("discontinuous", 2, n=3000)
+    Y = Y + 0.005 * np.median(np.abs(Y)) * np.random.default_rng(5).normal(size=Y.shape)
+    res = structured_search(samples, Y, 2, engine(), piecewise=True)
+    assert res.scalar.has(sp.Piecewise)
+    assert res.scalar.args[0][0] == 0, res.scalar
+    v = verify(res.expressions, "discontinuous", 2)
+    assert v.recovered, v.summary()
+
+
 def test_split_detection_does_not_split_a_smooth_law():
     samples, F = force_dataset("spring", 2, 2000, seed=3)
     g = -2 * (samples["r"] - 1) + 0.01 * np.random.default_rng(0).normal(size=2000)

@@ -230,6 +230,10 @@ def _scalar_target(Y, u, s, names, mode) -> np.ndarray:
     return g
 
 
+#: Mean |g| on one side of a split, relative to the mean over both, below which that side is 0.
+VANISH = 0.02
+
+
 def _search_scalar(x, g, names, sr, piecewise, digits, *, min_jump, min_gain):
     """SR on g(r, m, q), split at a threshold on r when the law jumps there."""
     threshold, evidence = None, {}
@@ -248,11 +252,19 @@ def _search_scalar(x, g, names, sr, piecewise, digits, *, min_jump, min_gain):
         part = copy.deepcopy(sr)
         part.time_budget = max(1.0, sr.time_budget / 2)
         parts.append(part.fit({v: x[v][side] for v in names}, g[side], variable_names=names))
-    fl, fr = (evaluate(p.sympy(), x) for p in parts)
+    # A side whose values are within VANISH of nothing is zero: SR would otherwise fit its noise
+    # with something like 1e-105*exp(118*r), which is 0 there but explodes beyond the data.
+    exprs = [p.sympy() for p in parts]
+    scale = float(np.mean(np.abs(g)))
+    for k, side in enumerate((left, ~left)):
+        if scale > 0 and float(np.mean(np.abs(g[side]))) < VANISH * scale:
+            exprs[k] = sp.Integer(0)
+    evidence["vanishing_sides"] = [k for k in range(2) if exprs[k] == 0]
+    fl, fr = (evaluate(e, x) for e in exprs)
     threshold = _refine_threshold(x["r"], g, fl, fr, threshold, digits)
     evidence["refined_threshold"] = threshold
     r = symbols(["r"])["r"]
-    scalar = sp.Piecewise((parts[0].sympy(), r < sp.Float(threshold, digits)), (parts[1].sympy(), True))
+    scalar = sp.Piecewise((exprs[0], r < sp.Float(threshold, digits)), (exprs[1], True))
     return scalar, threshold, evidence, parts
 
 
