@@ -20,6 +20,7 @@ import sympy as sp
 from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, get_backend
 from symdistill.distill.pareto import DIGITS, Equation, ParetoTable, build_table, complexity, simplify
 from symdistill.errors import SymdistillError, unknown_name
+from symdistill.distill.synthetic import lambdify
 from symdistill.expr import FUNCTIONS, TorchExpr, symbols
 
 LOSSES = ("mae", "mse")
@@ -45,11 +46,7 @@ def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
     n = len(next(iter(columns.values())))
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):  # e.g. a pruned constant left 1/0 behind
         return np.full(n, np.nan)
-    plain = expr.xreplace({s: sp.Symbol(s.name) for s in expr.free_symbols})  # drop assumptions
-    fn = sp.lambdify([sp.Symbol(v) for v in names], plain, modules="numpy")
-    with np.errstate(all="ignore"):
-        out = fn(*[np.asarray(columns[v], dtype=float) for v in names])
-    return np.broadcast_to(np.asarray(out, dtype=float), (n,)).copy()
+    return lambdify([expr], names)(columns)[:, 0].copy()
 
 
 def as_matrix(X, variable_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:

@@ -41,13 +41,21 @@ def pair_geometry(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return d, dist, off
 
 
+def pair_force(law: Law, d, dist, m1, m2, q1, q2, valid=None) -> torch.Tensor:
+    """Pair force on the receiver, [..., D], from d = x_receiver - x_sender [..., D] and |d| [...].
+
+    Pairs outside ``valid`` (e.g. self-pairs) and exactly coincident bodies, where the direction is
+    undefined, exert nothing.
+    """
+    mag = law.force_magnitude(dist + EPS, m1, m2, q1, q2)
+    ok = dist > 0 if valid is None else valid & (dist > 0)
+    return torch.where(ok, mag / dist, 0.0)[..., None] * d  # the unselected inf/nan is discarded
+
+
 def forces(law: Law, pos: torch.Tensor, vel: torch.Tensor, bodies: Bodies) -> torch.Tensor:
     """Total force on every body, [B, N, D]."""
     d, dist, off = pair_geometry(pos)
-    mag = law.force_magnitude(dist + EPS, bodies.m1, bodies.m2, bodies.q1, bodies.q2)
-    # Self-pairs (and exactly coincident bodies, where the direction is undefined) exert nothing.
-    coef = torch.where(off & (dist > 0), mag / dist, 0.0)
-    f = (coef[..., None] * d).sum(2)
+    f = pair_force(law, d, dist, bodies.m1, bodies.m2, bodies.q1, bodies.q2, off).sum(2)
     if bodies.damped:
         f = f - bodies.damping[:, None] * vel
     return f

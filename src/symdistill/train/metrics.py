@@ -16,7 +16,8 @@ import torch
 
 from symdistill.graphs.batch import GraphBatch
 from symdistill.graphs.features import edge_input_names, edge_inputs, node_input_names, node_inputs
-from symdistill.simulate.potentials import EPS, Law
+from symdistill.simulate.integrate import pair_force
+from symdistill.simulate.potentials import Law
 
 #: A component is "active" when its significance is at least this fraction of the largest.
 ACTIVE_FRACTION = 0.01
@@ -67,11 +68,8 @@ def pair_forces(law: Law, batch: GraphBatch) -> np.ndarray:
     send, recv = batch.edge_index
     pos = batch.pos.double()
     d = pos[recv] - pos[send]
-    dist = torch.linalg.vector_norm(d, dim=1)
     m, q = batch.mass.double(), batch.charge.double()
-    mag = law.force_magnitude(dist + EPS, m[recv], m[send], q[recv], q[send])
-    coef = torch.where(dist > 0, mag / torch.where(dist > 0, dist, 1.0), 0.0)
-    return (coef[:, None] * d).numpy()
+    return pair_force(law, d, torch.linalg.vector_norm(d, dim=1), m[recv], m[send], q[recv], q[send]).numpy()
 
 
 @torch.no_grad()
