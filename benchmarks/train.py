@@ -29,12 +29,15 @@ from torch import nn
 from symdistill.models import GraphNetwork, ModelConfig
 from symdistill.simulate import simulate
 from symdistill.train.data import GraphData
+from symdistill.train.config import TrainConfig
 from symdistill.train.loop import loss_fn
+
+MAE = TrainConfig(loss="mae")  # the reference's loss, as the baseline computes it
 
 
 def paper_model(dim: int, hidden: int, layers: int) -> GraphNetwork:
     cfg = ModelConfig(variant="standard", edge_inputs="paper", hidden=hidden, layers=layers, message_dim=100,
-                      node_messages="sum", inverse_mass=False)
+                      node_messages="sum", node_model="mlp", inverse_mass=False)
     return GraphNetwork(cfg, dim)
 
 
@@ -51,7 +54,7 @@ def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, lay
             yield data.batch(perm[i: i + batch_size])
 
     def step(batch):
-        loss, _ = loss_fn(model, batch)
+        loss, _ = loss_fn(model, batch, MAE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -134,3 +134,13 @@ def test_foreign_and_missing_files(tmp_path):
     foreign = _write(tmp_path / "foreign.h5", images=np.zeros((3, 8, 8)), attrs={})
     with pytest.raises(SymdistillError, match="missing dataset 'pos'"):
         open_dataset(foreign)
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    from symdistill.io import write_text
+    simulate_to_file(tmp_path / "a.h5", "spring", config=SimulationConfig(n_sims=2, n_steps=2))
+    write_text(tmp_path / "b.txt", "x")
+    (tmp_path / "c.txt").write_text("x")  # what a plain open() gives under this process's umask
+    expected = (tmp_path / "c.txt").stat().st_mode & 0o777
+    assert (tmp_path / "a.h5").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == expected

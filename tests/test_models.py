@@ -59,17 +59,19 @@ def test_paper_edge_inputs_are_not_translation_invariant():
     assert not torch.allclose(m(b).messages, m(shifted).messages, atol=1e-6)
 
 
+@pytest.mark.parametrize("node_model", ["additive", "mlp"])
 @pytest.mark.parametrize("edge_inputs", ["relative", "paper"])
-def test_predictions_equivariant_to_node_permutation(edge_inputs):
-    m = _model("standard", edge_inputs=edge_inputs)
+def test_predictions_equivariant_to_node_permutation(edge_inputs, node_model):
+    m = _model("standard", edge_inputs=edge_inputs, node_model=node_model)
     b = _batch(1, n=5)
     perm = torch.tensor([3, 0, 4, 1, 2])
     pb = GraphBatch.fully_connected(b.pos[perm], b.vel[perm], b.mass[perm], b.charge[perm], n_bodies=5, acc=b.acc[perm])
     assert torch.allclose(m(pb).acc, m(b).acc[perm], atol=1e-12)
 
 
-def test_batched_equals_one_graph_at_a_time():
-    m = _model("kl", dim=3)
+@pytest.mark.parametrize("node_model", ["additive", "mlp"])
+def test_batched_equals_one_graph_at_a_time(node_model):
+    m = _model("kl", dim=3, node_model=node_model)
     b = _batch(4, n=4, dim=3)
     whole = m(b)
     for g in range(4):
@@ -116,17 +118,50 @@ def test_kl_messages_are_sampled_in_training_and_means_in_evaluation():
     assert not torch.allclose(m(b, sample=True, generator=g).messages, mean)
 
 
-def test_node_model_alone_reproduces_the_network():
-    m = _model("l1")
+@pytest.mark.parametrize("node_model", ["additive", "mlp"])
+def test_node_model_alone_reproduces_the_network(node_model):
+    m = _model("l1", node_model=node_model)
     b = _batch()
     out = m(b)
     alone = m.apply_node_model(m.node_features(b), out.summed)
     assert torch.allclose(alone, m.predict(b), atol=1e-12)
 
 
+@pytest.mark.parametrize("node_messages", ["over_mass", "sum", "both"])
+def test_additive_node_model_is_linear_in_the_summed_messages_and_the_mlp_is_not(node_messages):
+    b = _batch(2)
+    g = torch.Generator().manual_seed(3)
+    for node_model, linear in (("additive", True), ("mlp", False)):
+        m = _model("l1", node_model=node_model, node_messages=node_messages)
+        f = m.node_features(b)
+        s1, s2 = (torch.randn(b.n_nodes, m.message_dim, generator=g, dtype=torch.float64) for _ in range(2))
+        zero = torch.zeros_like(s1)
+        f0 = m.apply_node_model(f, zero)
+        residual = (m.apply_node_model(f, s1 + 2 * s2) - f0) - (m.apply_node_model(f, s1) - f0) \
+            - 2 * (m.apply_node_model(f, s2) - f0)
+        assert torch.allclose(residual, torch.zeros_like(residual), atol=1e-10) == linear
+
+
+def test_target_scale_is_the_median_or_the_clipped_rms():
+    b = _batch(50)
+    b.acc = b.acc.clone()
+    b.acc[0, 0] = 1e6  # one near-collision: moves neither scale much
+    a = b.acc.reshape(-1).abs()
+    med, rms = _model(target_scale="median"), _model(target_scale="rms")
+    med.fit_scales(b)
+    rms.fit_scales(b)
+    assert float(med.acc_scale) == pytest.approx(float(a.median()))
+    clipped = torch.minimum(a, torch.quantile(a, 0.99))
+    assert float(rms.acc_scale) == pytest.approx(float(clipped.pow(2).mean().sqrt()))
+
+
 def test_unknown_names_give_one_line_errors():
     with pytest.raises(SymdistillError, match=r"Unknown model 'l2'\. Choose one of: bottleneck, kl, l1, standard\. Did you mean"):
         ModelConfig(variant="l2")
+    with pytest.raises(SymdistillError, match="Unknown node model 'additve'.*Did you mean 'additive'"):
+        ModelConfig(node_model="additve")
+    with pytest.raises(SymdistillError, match="Unknown target scale"):
+        ModelConfig(target_scale="mean")
     with pytest.raises(SymdistillError, match="Unknown activation"):
         ModelConfig(activation="rleu")
     with pytest.raises(SymdistillError, match=r"`model.hidden` must be > 0 \(got 0\)"):
@@ -146,6 +181,17 @@ def test_force_r2_is_one_for_any_affine_map_of_forces_and_low_for_noise():
     r2 = force_r2(_record(msgs, f), components=[0, 1, 2, 3])
     assert r2[0] == pytest.approx(1.0) and r2[1] == pytest.approx(1.0)
     assert r2[2] < 0.05 and r2[3] < 0.5
+
+
+def test_bulk_force_r2_leaves_out_the_largest_forces():
+    rng = np.random.default_rng(2)
+    f = rng.standard_normal((1000, 2))
+    f[:5] *= 1e4  # five near-collisions
+    msgs = f.copy()
+    msgs[:5] = 0.0  # a network that misses them, and is exact elsewhere
+    rec = _record(msgs, f)
+    assert max(force_r2(rec, [0, 1])) < 0.9
+    assert force_r2(rec, [0, 1], bulk=True) == pytest.approx([1.0, 1.0])
 
 
 def test_top_components_rank_by_std_kl_or_take_all_for_bottleneck():

@@ -48,13 +48,43 @@ def test_tiny_run_lowers_the_loss(spring_file, tmp_path):
     fresh.load_state_dict({k: v for k, v in run.model.state_dict().items() if "scale" in k}, strict=False)
     val = load_graphs(spring_file, range(36, 40)).batch()
     with torch.no_grad():
-        before, _ = loss_fn(fresh.eval(), val)
-        after, _ = loss_fn(run.model, val)
+        before, _ = loss_fn(fresh.eval(), val, cfg.train)
+        after, _ = loss_fn(run.model, val, cfg.train)
     assert float(after) < 0.7 * float(before)
     rows = run.history
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
     assert set(rows[0]) >= {"train_loss", "val_loss", "train_penalty", "active_components", "force_r2"}
+
+
+def test_relative_loss_divides_each_node_error_by_its_target_plus_the_floor():
+    from symdistill.train.config import TrainConfig
+    from symdistill.train.loop import prediction_loss
+    target = torch.tensor([[3.0, -4.0], [0.0, 0.0], [100.0, 0.0]])
+    pred = torch.tensor([[3.0, -3.0], [1.0, 0.0], [90.0, 0.0]])
+    assert float(prediction_loss(pred, target, TrainConfig(loss="mae"))) == pytest.approx((1 + 1 + 10) / 3)
+    rel = TrainConfig(loss="relative", loss_floor=1.0)
+    assert float(prediction_loss(pred, target, rel)) == pytest.approx((1 / 8 + 1 / 1 + 10 / 101) / 3)
+
+
+def test_runs_saved_before_the_additive_node_model_load_as_they_were(spring_file, tmp_path):
+    cfg = _config(spring_file, **{"train.epochs": 1, "model.node_model": "mlp", "model.target_scale": "rms",
+                                  "train.loss": "mae"})
+    run_dir = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    for name in ("model.pt", "checkpoint.pt"):  # strip the options, as an older version wrote them
+        state = torch.load(run_dir / name, weights_only=True)
+        for section, keys in (("model", ("node_model", "target_scale")), ("train", ("loss", "loss_floor"))):
+            for k in keys:
+                del state["config"][section][k]
+        torch.save(state, run_dir / name)
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["config"]["model"]["node_model"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    run = load_run(run_dir)
+    assert (run.config.model.node_model, run.config.model.target_scale, run.config.train.loss) == ("mlp", "rms", "mae")
+    b = load_graphs(spring_file, [0]).batch()
+    assert torch.isfinite(run.model.predict(b)).all()
+    assert RunConfig().model.node_model == "additive" and RunConfig().train.loss == "relative"
 
 
 def test_checkpoint_round_trip(spring_file, tmp_path):
@@ -94,13 +124,13 @@ def test_killed_training_resumes_from_checkpoint(spring_file, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "symdistill.cli", "train", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() - t0 < 60:
+    while not (killed / "history.csv").exists() and proc.poll() is None and time.monotonic() - t0 < 60:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     if (killed / "model.pt").exists():
         pytest.skip("the run finished before it could be killed")
-    assert load_run(killed).history  # the checkpoint of a killed run loads
+    assert load_run(killed).history  # the checkpoint of a killed run loads (history.csv follows checkpoint.pt)
     assert main(["train", "--resume", "--out", str(killed), "--quiet"]) == 0
     whole = train(cfg, tmp_path / "whole", progress=False, log=lambda s: None)
     assert torch.equal(_params(load_run(whole).model), _params(load_run(killed).model))
@@ -110,8 +140,8 @@ def test_killed_training_resumes_from_checkpoint(spring_file, tmp_path):
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(spring_file, tmp_path, monkeypatch):
     calls = {"n": 0}
 
-    def exploding(model, batch, **kw):
-        loss, pen = loss_fn(model, batch, **kw)
+    def exploding(model, batch, t, **kw):
+        loss, pen = loss_fn(model, batch, t, **kw)
         calls["n"] += 1
         return (loss * float("nan"), pen) if calls["n"] > 8 else (loss, pen)
 
@@ -160,6 +190,7 @@ def test_evaluate_json_reports_test_mae_and_one_force_r2_per_component(spring_fi
     result = json.loads(capsys.readouterr().out)
     assert isinstance(result["test_mae"], float) and result["test_mae"] > 0
     assert len(result["force_r2"]) == 2 and all(isinstance(x, float) for x in result["force_r2"])
+    assert len(result["force_r2_bulk"]) == 2 and all(x <= 1 for x in result["force_r2_bulk"])
     assert result["data"] == str(test_file)
     assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err

@@ -145,13 +145,15 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     rec = record_messages(model, data, max_edges=c.max_edges, law=law, seed=c.seed)
     comps = [int(i) for i in top_components(rec)]
     r2 = force_r2(rec, comps) if rec.forces is not None else None
-    log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}")
+    r2_bulk = force_r2(rec, comps, bulk=True) if rec.forces is not None else None
+    log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}"
+        + ("" if r2_bulk is None else f" (without the 1% largest forces: {[round(x, 4) for x in r2_bulk]})"))
     Y = rec.messages[:, comps]
     if rec.forces is not None:  # for the report's messages-vs-forces figure (np.load, no pickle)
         keep = np.random.default_rng(c.seed).permutation(len(Y))[:5000]
         save_arrays(Path(run_dir) / "messages.npz", messages=Y[keep], forces=rec.forces[keep])
     result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
-                    "model": run.config.model.variant, "dim": dim}
+                    "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim}
     if c.search == "structured":
         found = structured_search(rec.inputs, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
         edge_exprs, scalar = found.expressions, found.scalar

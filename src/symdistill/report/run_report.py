@@ -52,7 +52,9 @@ def write_report(run_dir) -> tuple[Path, Path]:
         rep.heading("Messages against forces")
         if d.get("force_r2") is not None:
             rep.text("R² of each top message component fitted by an affine function of the true forces: "
-                     + ", ".join(f"{x:.4f}" for x in d["force_r2"]))
+                     + ", ".join(f"{x:.4f}" for x in d["force_r2"])
+                     + ("" if d.get("force_r2_bulk") is None else "; without the 1% largest forces "
+                        "(near-collisions): " + ", ".join(f"{x:.4f}" for x in d["force_r2_bulk"])))
         if (run / "messages.npz").exists():
             with np.load(run / "messages.npz", allow_pickle=False) as z:
                 msgs, forces = z["messages"], z["forces"]

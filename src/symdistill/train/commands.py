@@ -56,6 +56,9 @@ def _evaluate(args) -> int:
         print("  force R^2 of top components " + (
             ", ".join(f"#{c}: {x:.4f}" for c, x in zip(result["components"], r2)) if r2 is not None
             else "unavailable (unknown law)"))
+        if r2 is not None:
+            print("  the same without the 1% largest forces (near-collisions): "
+                  + ", ".join(f"#{c}: {x:.4f}" for c, x in zip(result["components"], result["force_r2_bulk"])))
     return 0
 
 

@@ -34,6 +34,12 @@ class DataConfig:
             check_positive("data.max_sims", self.max_sims)
 
 
+LOSSES = ("relative", "mae")
+
+#: Values for options that older run folders did not record (their behaviour then), so they load unchanged.
+LEGACY = {"model": {"node_model": "mlp", "target_scale": "rms"}, "train": {"loss": "mae"}}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation. Adam + OneCycle; ``epochs`` or a wall-clock ``time_budget`` (seconds)."""
@@ -49,6 +55,9 @@ class TrainConfig:
     final_div_factor: float = 1e5
     weight_decay: float = 1e-8
     augment_shift: float = 3.0        # std of the per-batch translation (paper edge inputs only)
+    loss: str = "relative"            # "mae" (paper): per-node L1 error; "relative": the same divided by
+    #   (per-node L1 norm of the target + loss_floor), so heavy-tailed laws do not train on their tails only
+    loss_floor: float = 3.0           # in units of the model's target scale (median |acceleration|)
     seed: int = 0
     threads: int | None = None        # torch threads (None: torch's default)
 
@@ -60,6 +69,9 @@ class TrainConfig:
                 check_positive(f"train.{name}", getattr(self, name))
         check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         check_positive("train.augment_shift", self.augment_shift, allow_zero=True)
+        if self.loss not in LOSSES:
+            raise unknown_name("loss", self.loss, LOSSES)
+        check_positive("train.loss_floor", self.loss_floor)
         if not 0 < self.pct_start < 1:
             raise SymdistillError(f"`train.pct_start` must be in (0, 1) (got {self.pct_start})")
 
@@ -72,6 +84,16 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "RunConfig":
+        """A config read from a run folder; options it predates get their old values (:data:`LEGACY`)."""
+        d = {k: dict(v) for k, v in d.items()}
+        for section, values in LEGACY.items():
+            if section in d:
+                for key, value in values.items():
+                    d[section].setdefault(key, value)
+        return cls.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -120,6 +142,7 @@ def _locate(key: str) -> tuple[str, str]:
 PRESETS: dict[str, dict] = {
     "fast": {},
     "paper": {"model.hidden": 300, "model.layers": 3, "model.l1_weight": 1e-2, "model.node_messages": "sum",
+              "model.node_model": "mlp", "model.target_scale": "rms", "train.loss": "mae",
               "model.inverse_mass": False, "train.batch_size": 64, "train.lr": 1e-3,
               "train.epochs": 200, "train.steps_per_epoch": 5000, "data.step_stride": 5},
 }

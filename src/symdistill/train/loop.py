@@ -5,8 +5,10 @@ Determinism: the model is initialised from ``torch.manual_seed(seed)``; every la
 is checkpointed with the model, optimiser and schedule, so a resumed run takes exactly the steps the
 uninterrupted one would (on CPU, with the same thread count).
 
-Loss (the paper's scale): per-node L1 error on normalised accelerations summed over dims, averaged
-over nodes, plus the variant's penalty.
+Loss: per-node L1 error on normalised accelerations summed over dims, averaged over nodes (the
+paper's, ``loss="mae"``), or by default that error divided by (the target's per-node L1 norm +
+``loss_floor``) (``"relative"``): on r^-2 the MAE spends the network on the 1% of nodes near a
+collision and leaves the rest no better than predicting zero. Plus the variant's penalty.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from symdistill.io import write_json, write_text
 from symdistill.models.network import GraphNetwork
 from symdistill.simulate.dataset import open_dataset
 from symdistill.train import checkpoint as ckpt
-from symdistill.train.config import RunConfig
+from symdistill.train.config import RunConfig, TrainConfig
 from symdistill.train.data import GraphData, load_graphs
 from symdistill.train.metrics import active_components, force_r2, record_messages, test_mae, top_components
 
@@ -37,11 +39,18 @@ HISTORY_FIELDS = ("epoch", "step", "seconds", "lr", "train_loss", "train_penalty
 SCALE_GRAPHS = 8192  # training graphs used to measure the normalisation scales
 
 
-def loss_fn(model: GraphNetwork, batch, *, sample: bool = False, generator=None):
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, t: TrainConfig) -> torch.Tensor:
+    """Scalar loss of normalised predictions against normalised targets, both [V, D] (see module doc)."""
+    err = (pred - target).abs().sum(1)
+    if t.loss == "relative":
+        err = err / (target.abs().sum(1) + t.loss_floor)
+    return err.mean()
+
+
+def loss_fn(model: GraphNetwork, batch, t: TrainConfig, *, sample: bool = False, generator=None):
     """(prediction loss, penalty) for one batch, both scalars."""
     out = model(batch, sample=sample, generator=generator)
-    target = batch.acc / model.acc_scale
-    return (out.acc - target).abs().sum(1).mean(), out.penalty
+    return prediction_loss(out.acc, batch.acc / model.acc_scale, t), out.penalty
 
 
 def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True,
@@ -56,7 +65,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         if not (out / ckpt.CONFIG).exists():
             raise SymdistillError(f"Nothing to resume in {out}: no {ckpt.CONFIG} (start a run with --data)")
         import json
-        config = RunConfig.from_dict(json.loads((out / ckpt.CONFIG).read_text())["config"])
+        config = RunConfig.from_saved(json.loads((out / ckpt.CONFIG).read_text())["config"])
         state = ckpt.load(out / ckpt.CHECKPOINT) if (out / ckpt.CHECKPOINT).exists() else None
     else:
         if (out / ckpt.CONFIG).exists():
@@ -82,7 +91,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
     steps_per_epoch = t.steps_per_epoch or max(1, len(train_data) // batch_size)
     if state is None:
         if t.time_budget:
-            rate = _measure_step_rate(model, optimizer, train_data, batch_size)
+            rate = _measure_step_rate(model, optimizer, train_data, batch_size, t)
             left = t.time_budget - (time.perf_counter() - t_start)
             total = max(10, int(0.85 * left * rate))  # margin: evaluation, checkpoints, a busy CPU
         else:
@@ -123,7 +132,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
             batch = train_data.batch(perm[lo: lo + batch_size])
             if augment:  # the paper's only translation invariance: one random shift per batch
                 batch.pos = batch.pos + t.augment_shift * torch.randn(batch.dim, generator=gen)
-            loss, penalty = loss_fn(model, batch, sample=sample, generator=gen)
+            loss, penalty = loss_fn(model, batch, t, sample=sample, generator=gen)
             total = loss + penalty
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -146,7 +155,7 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         epoch += 1
         row = {"epoch": epoch, "step": step, "seconds": elapsed0 + time.perf_counter() - t_train,
                "lr": scheduler.get_last_lr()[0], "train_loss": float(sums[0]) / n_steps,
-               "train_penalty": float(sums[1]) / n_steps, **evaluate_epoch(model, val_data)}
+               "train_penalty": float(sums[1]) / n_steps, **evaluate_epoch(model, val_data, t)}
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}",
                         r2=_fmt_r2(row["force_r2"]))
@@ -170,12 +179,12 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
 
 
 @torch.no_grad()
-def evaluate_epoch(model: GraphNetwork, val: GraphData) -> dict:
-    """Validation loss (same scale as training), penalty, MAE, active components and force R^2."""
+def evaluate_epoch(model: GraphNetwork, val: GraphData, t: TrainConfig) -> dict:
+    """Validation loss (same as training), penalty, MAE, active components and force R^2."""
     model.eval()
     batch = val.batch()
     out = model(batch)
-    loss = float((out.acc - batch.acc / model.acc_scale).abs().sum(1).mean())
+    loss = float(prediction_loss(out.acc, batch.acc / model.acc_scale, t))
     rec = record_messages(model, batch, law=val.law)
     r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
     return {"val_loss": loss, "val_penalty": float(out.penalty), "val_mae": test_mae(model, batch),
@@ -210,7 +219,7 @@ def _load(config: RunConfig) -> tuple[GraphData, GraphData]:
     return train_data, val_data
 
 
-def _measure_step_rate(model, optimizer, data: GraphData, batch_size: int, steps: int = 8) -> float:
+def _measure_step_rate(model, optimizer, data: GraphData, batch_size: int, t: TrainConfig, steps: int = 8) -> float:
     """Training steps per second, timed on throwaway copies (the run's RNG and weights are untouched)."""
     m, opt = copy.deepcopy(model), copy.deepcopy(optimizer)
     g = torch.Generator().manual_seed(12345)
@@ -218,7 +227,7 @@ def _measure_step_rate(model, optimizer, data: GraphData, batch_size: int, steps
     for _ in range(steps + 2):
         batch = data.batch(torch.randint(len(data), (batch_size,), generator=g))
         t0 = time.perf_counter()
-        loss, pen = loss_fn(m, batch, sample=m.variant.name == "kl", generator=g)
+        loss, pen = loss_fn(m, batch, t, sample=m.variant.name == "kl", generator=g)
         opt.zero_grad(set_to_none=True)
         (loss + pen).backward()
         opt.step()

@@ -42,7 +42,7 @@ def load_run(run_dir) -> Run:
     if not source.exists():
         raise SymdistillError(f"{path} has no trained model yet (no {ckpt.MODEL} or {ckpt.CHECKPOINT})")
     state = ckpt.load(source)
-    config = RunConfig.from_dict(state["config"])
+    config = RunConfig.from_saved(state["config"])
     dim = int(state.get("dim") or _dim_from(state["model"]))
     model = GraphNetwork(config.model, dim)
     model.load_state_dict(state["model"])
@@ -93,6 +93,7 @@ def evaluate(run_dir, data_path=None, *, max_graphs: int | None = 20000, max_edg
         "run": str(run.path), "data": source, "n_graphs": len(data), "finished": run.finished,
         "test_mae": test_mae(run.model, data),
         "force_r2": force_r2(rec, comps) if rec.forces is not None else None,
+        "force_r2_bulk": force_r2(rec, comps, bulk=True) if rec.forces is not None else None,
         "components": [int(i) for i in comps],
         "model": run.config.model.variant, "edge_inputs": run.config.model.edge_inputs,
     }
