@@ -41,3 +41,28 @@ def test_offsets_are_dropped_but_velocity_terms_kept():
     node = (sp.Float(62.0) * s0 + sp.Float(60.0) * s1 - sp.Float(0.46)) / m - sp.Float(0.5) * vx / m
     kept = drop_offset_terms(node, ["s0", "s1"])
     assert not kept.has(sp.Float(0.46)) and kept.has(vx) and kept.has(s0) and kept.has(s1)
+
+
+def test_choose_by_refit_prefers_the_true_law_over_simpler_wrong_and_more_complex_ones():
+    from symdistill.distill.session import choose_by_refit
+    data = _data()
+    d = r - sp.Float(0.01)
+    truth = lambda a: sp.Float(1.3) * (sp.Float(0.9) - r) * a / d  # noqa: E731  (constants off: refit fixes)
+    candidates = [
+        [sp.Float(0.5) * dx / d, sp.Float(0.5) * dy / d],                              # simpler, wrong
+        [truth(dx), truth(dy)],                                                          # the law
+        [truth(dx) + sp.Float(0.01) * r ** 3 * dx, truth(dy) + sp.Float(0.01) * r ** 3 * dy],  # law + junk
+    ]
+    k, maes = choose_by_refit(candidates, [s0 / m, s1 / m], 2, data, steps=200)
+    assert k == 1, maes
+    assert maes[0] > 5 * maes[1]
+
+
+def test_distill_config_rejects_unknown_selection_and_bad_trim():
+    import pytest
+    from symdistill.distill.session import DistillConfig
+    from symdistill.errors import SymdistillError
+    with pytest.raises(SymdistillError, match="`select` must be refit or paper"):
+        DistillConfig(select="best")
+    with pytest.raises(SymdistillError, match=r"`trim_closest` must be in \[0, 0.5\)"):
+        DistillConfig(trim_closest=0.7)

@@ -25,6 +25,12 @@ def test_run_recovers_spring_2d_end_to_end(tmp_path):
     for name, row in result["comparison"].items():
         assert row["formula"] < row["network"], (name, row)
     assert (out / "train" / "report.html").stat().st_size > 20_000
+    # the formula was chosen among the Pareto candidates by refitted error on held-out raw data
+    sel = json.loads((out / "train" / "distill.json").read_text())["selection"]
+    assert sel["rule"] == "refit" and len(sel["candidates"]) > 1
+    maes = [c["held_out_mae"] for c in sel["candidates"] if c["held_out_mae"] is not None]
+    assert sel["candidates"][sel["chosen"]]["held_out_mae"] <= 1.1 * min(maes)
+    assert "held-out MAE" in (out / "train" / "report.md").read_text()
     assert (out / "train" / "equations.md").exists() and (out / "result.json").exists()
     # a second run into the same folder is refused instead of overwriting it
     again = subprocess.run([sys.executable, "-m", "symdistill.cli", "run", "--out", str(out)],

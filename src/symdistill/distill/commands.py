@@ -10,7 +10,8 @@ def _distill(args):
     from symdistill.distill.session import DistillConfig, distill_run
     from symdistill.report.run_report import write_report
 
-    fields = {k: getattr(args, k) for k in ("search", "backend", "sr_budget", "seed") if getattr(args, k) is not None}
+    names = ("search", "backend", "sr_budget", "seed", "select", "trim_closest")
+    fields = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     quiet = args.json
     result = distill_run(args.run, DistillConfig(**fields), log=(lambda *a, **k: None) if quiet else print)
     _, html = write_report(args.run)
@@ -30,6 +31,10 @@ def register(sub) -> None:
     p.add_argument("--search", help="structured (default) or plain")
     p.add_argument("--backend", help="operon (default), pysr or gplearn")
     p.add_argument("--sr-budget", type=float, help="seconds of the edge formula search")
+    p.add_argument("--select", help="refit (default: the Pareto candidate whose refitted symbolic model "
+                   "predicts held-out raw data best, simplest within 1.1x) or paper (the paper's rule)")
+    p.add_argument("--trim-closest", type=float,
+                   help="fraction of edges with the smallest r left out of the search (default 0.02)")
     p.add_argument("--seed", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_distill)

@@ -45,6 +45,14 @@ class DistillConfig:
     max_edges: int = 20_000
     max_graphs: int = 4000
     refit_steps: int = 300
+    # Fraction of recorded edges, those with the smallest r, left out of the edge search: near
+    # collisions, where a network trained for the bulk of the data (the relative loss) is least
+    # accurate and where a heavy-tailed law's values would dominate the search's squared error.
+    trim_closest: float = 0.02
+    # How the edge formula is chosen from the structured search's Pareto front: "refit" (by the
+    # refitted error of the composed model on raw data, :func:`choose_by_refit`) or "paper" (the
+    # paper's rule on the messages).
+    select: str = "refit"
     seed: int = 0
     threads: int = 1
     # Stop each search after this many evaluations instead of at its time budget: with one thread
@@ -60,6 +68,10 @@ class DistillConfig:
         for name in ("sr_evaluations", "node_evaluations"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
+        if self.select not in ("refit", "paper"):
+            raise SymdistillError(f"`select` must be refit or paper (got {self.select!r})")
+        if not 0 <= self.trim_closest < 0.5:
+            raise SymdistillError(f"`trim_closest` must be in [0, 0.5) (got {self.trim_closest})")
 
 
 #: The node model turns summed forces into accelerations: arithmetic is enough, and keeping exp and
@@ -154,18 +166,39 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
         save_arrays(Path(run_dir) / "messages.npz", messages=Y[keep], forces=rec.forces[keep])
     result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
                     "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim}
+    searched = rec.inputs["r"] >= np.quantile(rec.inputs["r"], c.trim_closest)
+    samples, Y = {k: v[searched] for k, v in rec.inputs.items()}, Y[searched]
     if c.search == "structured":
-        found = structured_search(rec.inputs, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
+        found = structured_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
         edge_exprs, scalar = found.expressions, found.scalar
         tables = found.searches
         result["threshold"] = found.threshold
         result["map"] = np.round(found.A, 6).tolist()
     else:
-        searches = plain_search(rec.inputs, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
+        searches = plain_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
         edge_exprs, scalar, tables = [s.sympy() for s in searches], None, searches
+    result["pareto"] = [t.equations_.to_records() for t in tables]
+
+    node_exprs, node_searches = distil_node_model(model, data, comps, c)
+    result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
+    result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
+    # A pair force has no constant offset: the network's offsets only cancel for the number of
+    # bodies it was trained on, so they are dropped (edge constants and the node terms that only
+    # compensate them) before the constants are refitted on raw accelerations.
+    node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
+    raw = _arrays(load_graphs(run.data_path, step_stride=max(1, run.config.data.step_stride) * 5))
+
+    if c.search == "structured" and c.select == "refit" and len(found.alternatives) > 1:
+        k, maes = choose_by_refit([alt[2] for alt in found.alternatives], node_clean, dim, raw, seed=c.seed)
+        result["selection"] = {"rule": "refit", "chosen": k, "candidates": [
+            {"complexity": cx, "scalar": sp.sstr(g), "held_out_mae": m if np.isfinite(m) else None,
+             "paper_rule": g == scalar} for (cx, g, _, _), m in zip(found.alternatives, maes)]}
+        _, scalar, edge_exprs, A = found.alternatives[k]
+        result["map"] = np.round(A, 6).tolist()
+        log(f"chose {scalar} (complexity {found.alternatives[k][0]}) among {len(maes)} Pareto candidates by "
+            f"refitted error on held-out graphs")
     result["edge_formulas"] = [sp.sstr(e) for e in edge_exprs]
     result["formula"] = force_string(scalar, dim) if scalar is not None else "; ".join(result["edge_formulas"])
-    result["pareto"] = [t.equations_.to_records() for t in tables]
     if law is not None and law.has_truth:
         v = verify(edge_exprs, law, dim)
         result["truth"] = force_string(law.force_magnitude_expr(), dim)
@@ -175,18 +208,8 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     else:
         result.update(truth=None, recovered=None, verification=None)
 
-    node_exprs, node_searches = distil_node_model(model, data, comps, c)
-    result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
-    result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
-
-    # A pair force has no constant offset: the network's offsets only cancel for the number of
-    # bodies it was trained on, so they are dropped (edge constants and the node terms that only
-    # compensate them) before the constants are refitted on raw accelerations.
-    edge_clean = [drop_constant(e) for e in edge_exprs]
-    node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
-    symbolic = SymbolicModel(edge_clean, node_clean, dim)
-    train_data = load_graphs(run.data_path, step_stride=max(1, run.config.data.step_stride) * 5)
-    before, after = symbolic.refit(_arrays(train_data), steps=c.refit_steps, seed=c.seed)
+    symbolic = SymbolicModel([drop_constant(e) for e in edge_exprs], node_clean, dim)
+    before, after = symbolic.refit(raw, steps=c.refit_steps, seed=c.seed)
     result["refit"] = {"train_mae_before": before, "train_mae_after": after}
     e_s, n_s = symbolic.sympy()
     result["symbolic_model"] = {"edge": [sp.sstr(e) for e in e_s], "node": [sp.sstr(e) for e in n_s]}
@@ -207,6 +230,38 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     write_json(Path(run_dir) / "distill.json", result)
     write_text(Path(run_dir) / "equations.md", equations_markdown(tables, node_searches))
     return result
+
+
+#: A simpler candidate is chosen when its held-out error is within this factor of the best one's.
+SELECT_TOLERANCE = 1.1
+
+
+def choose_by_refit(candidates, node_exprs, dim: int, data: dict[str, np.ndarray], *, steps: int = 100,
+                    fit_graphs: int = 512, test_graphs: int = 1024, seed: int = 0) -> tuple[int, list[float]]:
+    """Choose among candidate edge formulas (simplest first) by the error of the composed symbolic
+    model on raw accelerations once its constants are refitted: each is refitted on ``fit_graphs``
+    graphs and scored on ``test_graphs`` others; the simplest within :data:`SELECT_TOLERANCE` of the
+    lowest error wins. Returns (its index, the held-out MAE of every candidate).
+
+    Why: the messages of a network are noisy, so the paper's rule (highest score within 1.5x of the
+    lowest loss *on the messages*) often keeps a formula that fits their noise; the raw data is the
+    referee that does not share that noise."""
+    order = np.random.default_rng(seed).permutation(len(data["pos"]))
+    fit = {k: v[order[:fit_graphs]] for k, v in data.items()}
+    test = {k: v[order[fit_graphs: fit_graphs + test_graphs]] for k, v in data.items()}
+    maes = []
+    for edges in candidates:
+        model = SymbolicModel([drop_constant(e) for e in edges], node_exprs, dim)
+        try:
+            model.refit(fit, steps=steps, max_graphs=fit_graphs, seed=seed)
+            mae = model.mae(test)
+        except (ValueError, RuntimeError, TypeError):  # a candidate torch cannot evaluate loses
+            mae = float("inf")
+        maes.append(float(mae) if np.isfinite(mae) else float("inf"))
+    best = min(maes)
+    if not np.isfinite(best):
+        return len(candidates) - 1, maes
+    return next(k for k, m in enumerate(maes) if m <= SELECT_TOLERANCE * best), maes
 
 
 def equations_markdown(edge_searches, node_searches) -> str:

@@ -167,17 +167,23 @@ class StructuredResult:
     split_evidence: dict = field(default_factory=dict)
     searches: list[SymbolicRegression] = field(default_factory=list)
     direction_r2: float = float("nan")
+    # (complexity, scalar, expressions, A) for the Pareto rows no more complex than the selected one
+    # (the selected one included, simplest first); empty for a Piecewise. The distillation chooses
+    # among them by how well each predicts the raw data once its constants are refitted.
+    alternatives: list[tuple[int, sp.Expr, list[sp.Expr], np.ndarray]] = field(default_factory=list)
 
 
 def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
                       sr: SymbolicRegression | None = None, *, piecewise: bool | str = "auto",
                       scalar_variables: Sequence[str] = SCALAR_VARIABLES, digits: int = DIGITS,
-                      min_jump: float = 5.0, min_gain: float = 10.0) -> StructuredResult:
+                      min_jump: float = 5.0, min_gain: float = 10.0, max_alternatives: int = 6) -> StructuredResult:
     """(fitted linear map) x (scalar SR on r, m, q) x (direction) for K message components.
 
     Shapes: ``samples`` columns [E] (dx, dy, (dz), r, m1, m2, q1, q2); ``messages`` [E, K] or [E].
     ``piecewise``: True, False, or "auto" (split when the one-split model tree shows a jump of
     ``min_jump`` x the residual scale and cuts the squared error ``min_gain``-fold).
+    ``max_alternatives``: how many Pareto rows, up to the selected one, to map into
+    ``StructuredResult.alternatives``.
     """
     if piecewise not in (True, False, "auto"):
         raise SymdistillError(f"`piecewise` must be True, False or 'auto' (got {piecewise!r})")
@@ -195,8 +201,21 @@ def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
     x = {v: s[v][fit] for v in names}
     scalar, threshold, evidence, searches = _search_scalar(
         x, g[fit], names, sr, piecewise, digits, min_jump=min_jump, min_gain=min_gain)
+    exprs, force, A, b, direction_r2 = _mapped(scalar, s, names, Y, u, dim, digits)
+    alternatives = []
+    if threshold is None and max_alternatives > 1:
+        table = searches[0].equations_
+        rows = [e for e in table if e.complexity <= table.best.complexity][-max_alternatives:]
+        for e in rows:
+            alt = (exprs, force, A) if e.selected else _mapped(e.expr, s, names, Y, u, dim, digits)
+            alternatives.append((e.complexity, e.expr, alt[0], alt[2]))
+    return StructuredResult(exprs, scalar, force, A, b, mode, threshold, evidence, searches, direction_r2,
+                            alternatives)
 
-    # Refit the map to the found scalar (its own scale and sign), on every edge.
+
+def _mapped(scalar, s, names, Y, u, dim, digits):
+    """Refit the map to a scalar law (its own scale and sign), on every edge: the message formulas
+    ``A (scalar * direction) + b``, the force, A, b and the R^2 of the messages so explained."""
     G = evaluate(scalar, {v: s[v] for v in names})
     design = np.column_stack([G[:, None] * u, np.ones(len(G))])
     good = np.all(np.isfinite(design), axis=1)
@@ -211,7 +230,7 @@ def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
     rnd = lambda v: sp.Float(float(f"{v:.{digits}g}"), digits)  # noqa: E731
     exprs = [sum((rnd(A[k, c]) * force[c] for c in range(dim) if abs(A[k, c]) > 1e-12 * np.abs(A).max()),
                  sp.Integer(0)) + rnd(b[k]) for k in range(A.shape[0])]
-    return StructuredResult(exprs, scalar, force, A, b, mode, threshold, evidence, searches, direction_r2)
+    return exprs, force, A, b, direction_r2
 
 
 def _scalar_target(Y, u, s, names, mode) -> np.ndarray:

@@ -58,7 +58,7 @@ class ModelConfig:
     #   (sum / m: Newton's second law built in, so a force-like message is the simplest solution), "both"
     node_model: str = "additive"   # "mlp" (paper): acc = MLP(node inputs, messages); "additive":
     #   acc = MLP(node inputs) + linear(messages), superposition built in (see the module docstring)
-    target_scale: str = "median"   # accelerations are divided by their median |component| ("median")
+    target_scale: str = "median"   # accelerations are divided by their median nonzero |component| ("median")
     #   or by their RMS clipped at the 99th percentile ("rms": the paper preset, and older runs)
 
     def __post_init__(self):
@@ -164,8 +164,10 @@ class GraphNetwork(nn.Module):
         if batch.acc is None:
             raise SymdistillError("fit_scales needs a batch with accelerations")
         a = batch.acc.reshape(-1)
-        if self.config.target_scale == "median":
-            s = float(a.abs()[: 1 << 22].double().median())
+        if self.config.target_scale == "median":  # of the nonzero ones: on discontinuous data half
+            nonzero = a.abs()[: 1 << 22].double()   # the nodes feel no force at all
+            nonzero = nonzero[nonzero > 0]
+            s = float(nonzero.median()) if nonzero.numel() else 1.0
         else:
             s = float(_robust_rms(a))
         self.acc_scale.fill_(s if s > 0 else 1.0)

@@ -70,7 +70,15 @@ def write_report(run_dir) -> tuple[Path, Path]:
             sel = next((i for i, row in enumerate(table) if row.get("selected")), None)
             rep.figure(figures.pareto_front([row["complexity"] for row in table], [row["loss"] for row in table],
                                             sel, figs / f"pareto_{k}.png", title=f"edge search {k}"),
-                       f"edge search {k}: selected {table[sel]['equation'] if sel is not None else '-'}")
+                       f"edge search {k}: the paper's rule selects "
+                       f"{table[sel]['equation'] if sel is not None else '-'}")
+        selection = d.get("selection")
+        if selection:
+            rep.text("Chosen by the refitted error of the composed symbolic model on held-out raw data "
+                     "(the simplest within 1.1x of the lowest):")
+            rep.table(["complexity", "g(r, m, q)", "held-out MAE", "paper's rule", "chosen"],
+                      [[c["complexity"], c["scalar"], "failed" if c["held_out_mae"] is None else c["held_out_mae"], "yes" if c["paper_rule"] else "",
+                        "yes" if k == selection["chosen"] else ""] for k, c in enumerate(selection["candidates"])])
         rep.heading("Network vs formula")
         comp = d.get("comparison", {})
         rep.table(["data", "network MAE", "formula MAE"],
