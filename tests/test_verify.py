@@ -115,3 +115,10 @@ def test_any_invertible_map_times_mass_power_is_recovered(seed, power, shift):
     A += np.eye(2) * (np.abs(np.linalg.eigvals(A)).max() + 0.5)  # keep it well conditioned
     res = verify(mixed("r2", 2, A, [shift, -shift], S["m1"] ** power), "r2", 2, FAST)
     assert res.recovered, res.summary()
+
+
+def test_a_formula_with_complex_values_evaluates_to_nan_not_its_real_part():
+    from symdistill.distill.synthetic import lambdify
+    r = sp.Symbol("r")
+    out = lambdify([r + sp.I * r, 2 * r], ["r"])({"r": np.array([1.0, 2.0])})
+    assert np.isnan(out[:, 0]).all() and np.allclose(out[:, 1], [2.0, 4.0])

@@ -152,19 +152,24 @@ class SymbolicRegression:
         scored = [(1, loss_value(np.full_like(y, const), y, self.loss), round_float(const, self.digits))]
         seen = set()
         for expr in candidates:
-            expr = sp.sympify(expr).xreplace({s: allowed[s.name] for s in sp.sympify(expr).free_symbols
-                                              if s.name in allowed})
-            expr = simplify(expr, self.digits)
-            key = sp.srepr(expr)
-            if key in seen:
-                continue
-            seen.add(key)
+            # A candidate we cannot simplify or evaluate is one fewer, not a failure (sympy can
+            # overflow on e.g. exp(1e6) while it rounds constants).
             try:
+                expr = sp.sympify(expr).xreplace({s: allowed[s.name] for s in sp.sympify(expr).free_symbols
+                                                  if s.name in allowed})
+                expr = simplify(expr, self.digits)
+                key = sp.srepr(expr)
+                if key in seen:
+                    continue
+                seen.add(key)
                 loss = loss_value(evaluate(expr, columns), y, self.loss)
-            except Exception:  # noqa: BLE001 - a candidate we cannot evaluate is one fewer, not a failure
+            except Exception:  # noqa: BLE001
                 continue
             scored.append((complexity(expr), loss, expr))
-            pruned = prune(expr, columns, y, self.loss, loss, self.digits)
+            try:
+                pruned = prune(expr, columns, y, self.loss, loss, self.digits)
+            except Exception:  # noqa: BLE001 - keep the unpruned candidate
+                pruned = None
             if pruned is not None:
                 scored.append(pruned)
         return build_table(scored, loss_name=self.loss)
@@ -205,7 +210,10 @@ def prune(expr: sp.Expr, columns, y, loss_name: str, loss: float, digits: int,
     trials = [{f: sp.Integer(0)} for f in sorted(expr.atoms(sp.Float), key=lambda f: abs(float(f)))]
     trials += [{a: a - t} for a in expr.atoms(sp.Add) for t in a.args if t.is_Number]
     for change in trials:
-        trial = expr.xreplace(change)
+        try:
+            trial = expr.xreplace(change)
+        except (OverflowError, ValueError, ZeroDivisionError):  # e.g. exp(1e6) evaluated by sympy
+            continue
         if trial == expr or not trial.free_symbols:
             continue
         try:

@@ -55,9 +55,18 @@ def lambdify(exprs: Sequence[sp.Expr], variables: Sequence[str]):
         n = len(next(iter(columns.values())))
         args = [np.asarray(columns[v], dtype=float) for v in variables]
         with np.errstate(all="ignore"):
-            cols = [np.broadcast_to(np.asarray(f(*args), dtype=float), (n,)) for f in fns]
+            cols = [np.broadcast_to(_real(f(*args)), (n,)) for f in fns]
         return np.stack(cols, axis=1)
     return call
+
+
+def _real(values) -> np.ndarray:
+    """Values as floats; a complex value (e.g. a negative number to a fractional power) is NaN, not
+    its real part."""
+    v = np.asarray(values)
+    if np.iscomplexobj(v):
+        v = np.where(np.abs(v.imag) > 0, np.nan, v.real)
+    return v.astype(float)
 
 
 def true_force(law: Law | str, dim: int, samples: Mapping[str, np.ndarray]) -> np.ndarray:
