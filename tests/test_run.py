@@ -21,6 +21,8 @@ def test_run_recovers_spring_2d_end_to_end(tmp_path):
     assert isinstance(result["formula"], str) and isinstance(result["truth"], str)
     assert isinstance(result["seconds"], float)
     assert result["recovered"] is True, result
+    assert result["recovered"] == bool(result["recovered_by_search"] or result["recovered_after_refit"])
+    assert all(isinstance(e, str) for e in result["refitted_edge_formulas"])
     # the refitted formula generalises: more bodies than trained on, heavier masses
     for name, row in result["comparison"].items():
         assert row["formula"] < row["network"], (name, row)

@@ -89,7 +89,10 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     result = {"formula": result["formula"], "truth": result.get("truth"), "recovered": result.get("recovered"),
               "seconds": time.perf_counter() - t0, "force_r2": result.get("force_r2"),
               "edge_formulas": result["edge_formulas"], "node_formulas": result["node_formulas"],
-              "comparison": result["comparison"], "report": str(html), "run": str(out)}
+              "comparison": result["comparison"], "report": str(html), "run": str(out),
+              "recovered_by_search": result.get("recovered_by_search"),
+              "recovered_after_refit": result.get("recovered_after_refit"),
+              "refitted_edge_formulas": result["symbolic_model"]["edge"]}
     write_json(out / "result.json", result)
     return result
 
@@ -134,6 +137,8 @@ def _run(args) -> int:
     print(f"  truth:      F = {result['truth']}")
     print(f"  recovered:  {'yes' if result['recovered'] else 'no' if result['recovered'] is not None else 'unknown'}"
           f"   ({result['seconds']:.0f} s)")
+    if result["recovered"] and result.get("recovered_by_search") is False:
+        print(f"  (only after refitting its constants on raw data: phi_0 = {result['refitted_edge_formulas'][0]})")
     for k, v in result["comparison"].items():
         print(f"  MAE {k:22s} network {v['network']:.4g}   formula {v['formula']:.4g}")
     print(f"  report: {result['report']}")
