@@ -3,6 +3,7 @@ and our achieved FLOP/s against a plain matrix multiply, all timed in one run.
 
     python benchmarks/train.py                    # spring-2D, n=4, paper sizes (3 x 300, message 100)
     python benchmarks/train.py --threads 1 --seconds 15 --json bench.json
+    python benchmarks/train.py --bf16             # also ours with bfloat16 autocast (train.precision=bf16)
 
 Both sides train the same network for the same task: the paper's architecture (edge model on
 [x_i, x_j] raw node features, 3 hidden layers of 300 ReLU, message dim 100, sum aggregation, node
@@ -33,6 +34,7 @@ from symdistill.train.config import TrainConfig
 from symdistill.train.loop import loss_fn
 
 MAE = TrainConfig(loss="mae")  # the reference's loss, as the baseline computes it
+MAE_BF16 = TrainConfig(loss="mae", precision="bf16")  # the same, forward pass under bfloat16 autocast
 
 
 def paper_model(dim: int, hidden: int, layers: int) -> GraphNetwork:
@@ -41,7 +43,8 @@ def paper_model(dim: int, hidden: int, layers: int) -> GraphNetwork:
     return GraphNetwork(cfg, dim)
 
 
-def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, layers: int) -> dict:
+def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, layers: int,
+              train_config: TrainConfig = MAE) -> dict:
     torch.manual_seed(0)
     model = paper_model(data.dim, hidden, layers)
     model.fit_scales(data.batch(slice(0, 2048)))
@@ -54,7 +57,7 @@ def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, lay
             yield data.batch(perm[i: i + batch_size])
 
     def step(batch):
-        loss, _ = loss_fn(model, batch, MAE)
+        loss, _ = loss_fn(model, batch, train_config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -155,6 +158,7 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--sims", type=int, default=100, help="spring-2D simulations x 100 states")
+    p.add_argument("--bf16", action="store_true", help="also time ours with train.precision=bf16")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -173,9 +177,15 @@ def main(argv=None) -> dict:
         row = {"batch_size": bs, "baseline_graphs_per_s": base["graphs_per_s"],
                "ours_graphs_per_s": ours["graphs_per_s"], "speedup": ours["graphs_per_s"] / base["graphs_per_s"],
                "ours_gflops": ours["gflops"], "matmul_gflops": mm, "fraction_of_matmul": ours["gflops"] / mm}
+        line = (f"{bs:>6} {row['baseline_graphs_per_s']:>13.0f} {row['ours_graphs_per_s']:>10.0f} "
+                f"{row['speedup']:>8.2f}x {row['ours_gflops']:>13.1f} {mm:>15.1f} {row['fraction_of_matmul']:>9.0%}")
+        if args.bf16:  # same steps with the forward pass under bfloat16 autocast (`train.precision=bf16`)
+            fast = time_ours(data, bs, args.seconds, args.hidden, args.layers, MAE_BF16)
+            row.update(ours_bf16_graphs_per_s=fast["graphs_per_s"],
+                       speedup_bf16=fast["graphs_per_s"] / base["graphs_per_s"])
+            line += f"   bf16: {fast['graphs_per_s']:.0f} g/s, {row['speedup_bf16']:.2f}x"
         results["rows"].append(row)
-        print(f"{bs:>6} {row['baseline_graphs_per_s']:>13.0f} {row['ours_graphs_per_s']:>10.0f} "
-              f"{row['speedup']:>8.2f}x {row['ours_gflops']:>13.1f} {mm:>15.1f} {row['fraction_of_matmul']:>9.0%}")
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

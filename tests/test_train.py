@@ -67,6 +67,23 @@ def test_relative_loss_divides_each_node_error_by_its_target_plus_the_floor():
     assert float(prediction_loss(pred, target, rel)) == pytest.approx((1 / 8 + 1 / 1 + 10 / 101) / 3)
 
 
+def test_bf16_forward_gives_the_fp32_loss_to_bfloat16_precision(spring_file):
+    from symdistill.models import GraphNetwork
+    from symdistill.train.config import TrainConfig
+    cfg = _config(spring_file)
+    torch.manual_seed(0)
+    model = GraphNetwork(cfg.model, 2)
+    batch = load_graphs(spring_file, range(8)).batch()
+    model.fit_scales(batch)
+    with torch.no_grad():
+        full, _ = loss_fn(model, batch, TrainConfig())
+        half, pen = loss_fn(model, batch, TrainConfig(precision="bf16"))
+    assert half.dtype == torch.float32 and pen.dtype == torch.float32
+    assert float(half) == pytest.approx(float(full), rel=0.03) and float(half) != float(full)
+    with pytest.raises(SymdistillError, match="Unknown precision 'fp16'"):
+        TrainConfig(precision="fp16")
+
+
 def test_runs_saved_before_the_additive_node_model_load_as_they_were(spring_file, tmp_path):
     cfg = _config(spring_file, **{"train.epochs": 1, "model.node_model": "mlp", "model.target_scale": "rms",
                                   "train.loss": "mae"})

@@ -35,6 +35,7 @@ class DataConfig:
 
 
 LOSSES = ("relative", "mae")
+PRECISIONS = ("fp32", "bf16")
 
 #: Values for options that older run folders did not record (their behaviour then), so they load unchanged.
 LEGACY = {"model": {"node_model": "mlp", "target_scale": "rms"}, "train": {"loss": "mae"}}
@@ -58,6 +59,8 @@ class TrainConfig:
     loss: str = "relative"            # "mae" (paper): per-node L1 error; "relative": the same divided by
     #   (per-node L1 norm of the target + loss_floor), so heavy-tailed laws do not train on their tails only
     loss_floor: float = 3.0           # in units of the model's target scale (median |acceleration|)
+    precision: str = "fp32"           # "bf16": the forward pass under bfloat16 autocast (faster on CPUs
+    #   with AMX/AVX-512 BF16); weights, optimiser and evaluation stay float32
     seed: int = 0
     threads: int | None = None        # torch threads (None: torch's default)
 
@@ -72,6 +75,8 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise unknown_name("loss", self.loss, LOSSES)
         check_positive("train.loss_floor", self.loss_floor)
+        if self.precision not in PRECISIONS:
+            raise unknown_name("precision", self.precision, PRECISIONS)
         if not 0 < self.pct_start < 1:
             raise SymdistillError(f"`train.pct_start` must be in (0, 1) (got {self.pct_start})")
 

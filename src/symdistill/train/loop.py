@@ -48,9 +48,11 @@ def prediction_loss(pred: torch.Tensor, target: torch.Tensor, t: TrainConfig) ->
 
 
 def loss_fn(model: GraphNetwork, batch, t: TrainConfig, *, sample: bool = False, generator=None):
-    """(prediction loss, penalty) for one batch, both scalars."""
-    out = model(batch, sample=sample, generator=generator)
-    return prediction_loss(out.acc, batch.acc / model.acc_scale, t), out.penalty
+    """(prediction loss, penalty) for one batch, both scalars (the forward pass in ``t.precision``)."""
+    device = batch.pos.device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+        out = model(batch, sample=sample, generator=generator)
+    return prediction_loss(out.acc.float(), batch.acc / model.acc_scale, t), out.penalty.float()
 
 
 def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True,
