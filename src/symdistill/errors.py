@@ -20,7 +20,10 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SymdistillErro
     return SymdistillError(msg)
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float | None, *, allow_zero: bool = False, optional: bool = False) -> None:
+    """One-line error unless ``value`` > 0 (>= 0 with ``allow_zero``); ``optional`` also accepts None."""
+    if optional and value is None:
+        return
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         op = ">=" if allow_zero else ">"

@@ -50,8 +50,7 @@ class PipelineConfig:
         for name in ("n_sims", "n_steps", "test_sims", "step_stride", "time_budget", "sr_budget", "node_budget"):
             check_positive(name, getattr(self, name))
         for name in ("train_steps", "sr_evaluations"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), optional=True)
 
 
 def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = True, log=print) -> dict:

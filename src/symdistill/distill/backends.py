@@ -57,8 +57,7 @@ class SearchOptions:
         check_positive("time_budget", self.time_budget)
         check_positive("threads", self.threads)
         check_positive("population_size", self.population_size)
-        if self.max_evaluations is not None:
-            check_positive("max_evaluations", self.max_evaluations)
+        check_positive("max_evaluations", self.max_evaluations, optional=True)
 
 
 def rewrite_calls(text: str, templates: dict[str, str]) -> str:

@@ -66,8 +66,7 @@ class DistillConfig:
         for name in ("sr_budget", "node_budget", "max_complexity", "max_edges", "max_graphs", "threads"):
             check_positive(name, getattr(self, name))
         for name in ("sr_evaluations", "node_evaluations"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), optional=True)
         if self.select not in ("refit", "paper"):
             raise SymdistillError(f"`select` must be refit or paper (got {self.select!r})")
         if not 0 <= self.trim_closest < 0.5:

@@ -62,18 +62,13 @@ class ModelConfig:
     #   or by their RMS clipped at the 99th percentile ("rms": the paper preset, and older runs)
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise unknown_name("model", self.variant, VARIANTS)
-        if self.edge_inputs not in EDGE_INPUTS:
-            raise unknown_name("edge inputs", self.edge_inputs, EDGE_INPUTS)
-        if self.activation not in ACTIVATIONS:
-            raise unknown_name("activation", self.activation, ACTIVATIONS)
-        if self.node_messages not in NODE_MESSAGES:
-            raise unknown_name("node messages", self.node_messages, NODE_MESSAGES)
-        if self.node_model not in NODE_MODELS:
-            raise unknown_name("node model", self.node_model, NODE_MODELS)
-        if self.target_scale not in TARGET_SCALES:
-            raise unknown_name("target scale", self.target_scale, TARGET_SCALES)
+        for label, value, choices in (("model", self.variant, VARIANTS), ("edge inputs", self.edge_inputs, EDGE_INPUTS),
+                                      ("activation", self.activation, ACTIVATIONS),
+                                      ("node messages", self.node_messages, NODE_MESSAGES),
+                                      ("node model", self.node_model, NODE_MODELS),
+                                      ("target scale", self.target_scale, TARGET_SCALES)):
+            if value not in choices:
+                raise unknown_name(label, value, choices)
         for name in ("hidden", "layers", "message_dim"):
             check_positive(f"model.{name}", getattr(self, name))
         for name in ("l1_weight", "kl_weight"):

@@ -39,12 +39,10 @@ class SimulationConfig:
             raise SymdistillError(f"`n_bodies` must be >= 2 (got {self.n_bodies})")
         if self.dim not in (2, 3):
             raise SymdistillError(f"`dim` must be 2 or 3 (got {self.dim})")
-        if self.dt is not None:
-            check_positive("dt", self.dt)
+        check_positive("dt", self.dt, optional=True)
         if self.dtype not in ("float64", "float32"):
             raise SymdistillError(f"`dtype` must be float64 or float32 (got {self.dtype!r})")
-        if self.batch_size is not None:
-            check_positive("batch_size", self.batch_size)
+        check_positive("batch_size", self.batch_size, optional=True)
         get_integrator(self.integrator)
 
     def resolved_dt(self, law: Law) -> float:

@@ -30,8 +30,7 @@ class DataConfig:
             raise SymdistillError(f"`data.val_fraction` must be in [0, 1) (got {self.val_fraction})")
         check_positive("data.step_stride", self.step_stride)
         check_positive("data.eval_graphs", self.eval_graphs)
-        if self.max_sims is not None:
-            check_positive("data.max_sims", self.max_sims)
+        check_positive("data.max_sims", self.max_sims, optional=True)
 
 
 LOSSES = ("relative", "mae")
@@ -68,8 +67,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "lr", "div_factor", "final_div_factor"):
             check_positive(f"train.{name}", getattr(self, name))
         for name in ("time_budget", "steps_per_epoch", "total_steps", "threads"):
-            if getattr(self, name) is not None:
-                check_positive(f"train.{name}", getattr(self, name))
+            check_positive(f"train.{name}", getattr(self, name), optional=True)
         check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         check_positive("train.augment_shift", self.augment_shift, allow_zero=True)
         if self.loss not in LOSSES:

@@ -172,7 +172,8 @@ def force_r2(record: MessageRecord, components=None, *, bulk: bool = False) -> l
     if bulk:
         mag = np.linalg.norm(record.forces, axis=1)
         keep = mag <= np.quantile(mag, BULK_QUANTILE)
-    a = np.column_stack([record.forces[keep], np.ones(len(record.forces[keep]))])
+    forces = record.forces[keep]
+    a = np.column_stack([forces, np.ones(len(forces))])
     out = []
     for c in comps:
         y = record.messages[keep, c]
