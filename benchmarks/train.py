@@ -15,7 +15,10 @@ arithmetic), per-node L1 loss, Adam, the same batch size.
 - ours: `symdistill.models.GraphNetwork` fed by `symdistill.train.GraphData.batch` (a gather plus a
   constant edge pattern with offsets).
 - FLOP/s: 3 x the forward matmul FLOPs per step (backward ~ 2 x forward) over the measured step time,
-  against `A @ W` with A [edges per batch, 300] and W [300, 300] (the dominant layer shape).
+  against `A @ W` with A [edges per batch, 300] and W [300, 300] (the dominant layer shape), for
+  both sides. "fp32 ceiling" = matmul FLOP/s / baseline FLOP/s: the most any float32 implementation
+  of the same arithmetic could gain over the baseline (its matmuls at the plain matmul's rate, all
+  else free).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from symdistill.models import GraphNetwork, ModelConfig
 from symdistill.simulate import simulate
 from symdistill.train.data import GraphData
 from symdistill.train.config import TrainConfig
-from symdistill.train.loop import loss_fn
+from symdistill.train.loop import make_optimizer, train_step
 
 MAE = TrainConfig(loss="mae")  # the reference's loss, as the baseline computes it
 MAE_BF16 = TrainConfig(loss="mae", precision="bf16")  # the same, forward pass under bfloat16 autocast
@@ -48,7 +51,7 @@ def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, lay
     torch.manual_seed(0)
     model = paper_model(data.dim, hidden, layers)
     model.fit_scales(data.batch(slice(0, 2048)))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model, train_config)  # what `symdistill train` uses (fused Adam)
     g = torch.Generator().manual_seed(0)
 
     def epoch():
@@ -57,16 +60,17 @@ def time_ours(data: GraphData, batch_size: int, seconds: float, hidden: int, lay
             yield data.batch(perm[i: i + batch_size])
 
     def step(batch):
-        loss, _ = loss_fn(model, batch, train_config)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, batch, train_config)
 
     steps, graphs, elapsed = _run(epoch, step, batch_size, seconds)
-    n, e = batch_size * data.n_bodies, batch_size * data.n_bodies * (data.n_bodies - 1)
-    flops = 3 * model.matmul_flops(n, e)
     return {"graphs_per_s": graphs / elapsed, "steps": steps, "seconds": elapsed,
-            "gflops": flops * steps / elapsed / 1e9}
+            "gflops": _step_flops(data, batch_size, hidden, layers) * steps / elapsed / 1e9}
+
+
+def _step_flops(data: GraphData, batch_size: int, hidden: int, layers: int) -> int:
+    """Matmul FLOPs of one training step of the paper's network (the baseline computes the same)."""
+    n, e = batch_size * data.n_bodies, batch_size * data.n_bodies * (data.n_bodies - 1)
+    return 3 * paper_model(data.dim, hidden, layers).matmul_flops(n, e)
 
 
 def time_baseline(data: GraphData, batch_size: int, seconds: float, hidden: int, layers: int) -> dict:
@@ -115,7 +119,8 @@ def time_baseline(data: GraphData, batch_size: int, seconds: float, hidden: int,
         opt.step()
 
     steps, n_graphs, elapsed = _run(epoch, step, batch_size, seconds)
-    return {"graphs_per_s": n_graphs / elapsed, "steps": steps, "seconds": elapsed}
+    return {"graphs_per_s": n_graphs / elapsed, "steps": steps, "seconds": elapsed,
+            "gflops": _step_flops(data, batch_size, hidden, layers) * steps / elapsed / 1e9}
 
 
 def _run(epoch, step, batch_size, seconds, warmup=3):
@@ -169,16 +174,21 @@ def main(argv=None) -> dict:
     print(f"spring-2D n=4, {len(data)} graphs, MLPs {args.layers} x {args.hidden}, message 100, "
           f"{torch.get_num_threads()} torch thread(s), {args.seconds:g} s per measurement")
     print(f"{'batch':>6} {'baseline g/s':>13} {'ours g/s':>10} {'speed-up':>9} {'ours GFLOP/s':>13} "
-          f"{'matmul GFLOP/s':>15} {'of matmul':>10}")
+          f"{'matmul GFLOP/s':>15} {'of matmul':>10} {'baseline of matmul':>19} {'fp32 ceiling':>13}")
     for bs in args.batch_sizes:
         base = time_baseline(data, bs, args.seconds, args.hidden, args.layers)
         ours = time_ours(data, bs, args.seconds, args.hidden, args.layers)
         mm = time_matmul(bs * data.n_bodies * (data.n_bodies - 1), args.hidden, args.seconds / 2)
         row = {"batch_size": bs, "baseline_graphs_per_s": base["graphs_per_s"],
                "ours_graphs_per_s": ours["graphs_per_s"], "speedup": ours["graphs_per_s"] / base["graphs_per_s"],
-               "ours_gflops": ours["gflops"], "matmul_gflops": mm, "fraction_of_matmul": ours["gflops"] / mm}
+               "ours_gflops": ours["gflops"], "matmul_gflops": mm, "fraction_of_matmul": ours["gflops"] / mm,
+               "baseline_gflops": base["gflops"], "baseline_fraction_of_matmul": base["gflops"] / mm,
+               # the speed-up a float32 implementation doing the same matmuls at the plain matmul's rate
+               # (and nothing else) would have: the baseline is compute-bound, not collation-bound
+               "fp32_ceiling": mm / base["gflops"]}
         line = (f"{bs:>6} {row['baseline_graphs_per_s']:>13.0f} {row['ours_graphs_per_s']:>10.0f} "
-                f"{row['speedup']:>8.2f}x {row['ours_gflops']:>13.1f} {mm:>15.1f} {row['fraction_of_matmul']:>9.0%}")
+                f"{row['speedup']:>8.2f}x {row['ours_gflops']:>13.1f} {mm:>15.1f} {row['fraction_of_matmul']:>9.0%} "
+                f"{row['baseline_fraction_of_matmul']:>18.0%} {row['fp32_ceiling']:>12.2f}x")
         if args.bf16:  # same steps with the forward pass under bfloat16 autocast (`train.precision=bf16`)
             fast = time_ours(data, bs, args.seconds, args.hidden, args.layers, MAE_BF16)
             row.update(ours_bf16_graphs_per_s=fast["graphs_per_s"],
