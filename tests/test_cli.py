@@ -39,6 +39,7 @@ def test_potential_option(tmp_path):
     (["simulate", "--potential", "(x-1)**2", "--out", "x.h5"], "Unknown name 'x'"),
     (["simulate", "--n-bodies", "1", "--out", "x.h5"], "n_bodies"),
     (["info", "missing.h5"], "File not found"),
+    (["run", "--dim", "4", "--out", "x.h5"], "`dim` must be 2 or 3"),
 ])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, args, match):
     proc = subprocess.run([sys.executable, "-m", "symdistill.cli", *args], cwd=tmp_path,

@@ -12,3 +12,9 @@ def test_demo_writes_dataset_plot_and_record(tmp_path, capsys):
     record = json.loads((run / "demo.json").read_text())
     assert record["config"]["seed"] == 0 and record["versions"]["torch"]
     assert "200 simulations x 500 steps" in capsys.readouterr().out
+
+
+def test_training_budget_defaults_per_dimension_and_yields_to_an_explicit_one():
+    from symdistill.pipeline import PipelineConfig
+    assert PipelineConfig(dim=2).train_seconds == 60 and PipelineConfig(dim=3).train_seconds == 120
+    assert PipelineConfig(dim=3, time_budget=30).train_seconds == 30
