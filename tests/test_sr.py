@@ -60,6 +60,13 @@ def test_table_keeps_the_front_and_marks_one_row():
     assert [e.expr for e in again] == [e.expr for e in table] and again.best.expr == x**2
 
 
+def test_a_candidate_sympy_cannot_round_is_skipped_not_fatal():
+    # 10**5000 has more digits than Python will print: simplifying it raises ValueError
+    X = np.linspace(0.5, 2.0, 50)[:, None]
+    table = SymbolicRegression().table(["2.0*dx + 10**5000", "2.0*dx"], X, 2 * X[:, 0], ["dx"])
+    assert len(table) == 2 and sp.simplify(table.best.expr - 2 * S["dx"]) == 0
+
+
 def test_complexity_counts_exp_log_and_if_as_three():
     r, dx = S["r"], S["dx"]
     assert complexity(dx / r) == 3
