@@ -66,3 +66,5 @@ def test_distill_config_rejects_unknown_selection_and_bad_trim():
         DistillConfig(select="best")
     with pytest.raises(SymdistillError, match=r"`trim_closest` must be in \[0, 0.5\)"):
         DistillConfig(trim_closest=0.7)
+    with pytest.raises(SymdistillError, match=r"`trim_largest` must be in \[0, 0.5\)"):
+        DistillConfig(trim_largest=-0.1)

@@ -10,7 +10,7 @@ def _distill(args):
     from symdistill.distill.session import DistillConfig, distill_run
     from symdistill.report.run_report import write_report
 
-    names = ("search", "backend", "sr_budget", "seed", "select", "trim_closest")
+    names = ("search", "backend", "sr_budget", "seed", "select", "trim_closest", "trim_largest")
     fields = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     quiet = args.json
     result = distill_run(args.run, DistillConfig(**fields), log=(lambda *a, **k: None) if quiet else print)
@@ -35,6 +35,8 @@ def register(sub) -> None:
                    "predicts held-out raw data best, simplest within 1.1x) or paper (the paper's rule)")
     p.add_argument("--trim-closest", type=float,
                    help="fraction of edges with the smallest r left out of the search (default 0.02)")
+    p.add_argument("--trim-largest", type=float,
+                   help="fraction of edges with the largest scalar |g| left out of the search (default 0.01)")
     p.add_argument("--seed", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_distill)

@@ -176,7 +176,8 @@ class StructuredResult:
 def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
                       sr: SymbolicRegression | None = None, *, piecewise: bool | str = "auto",
                       scalar_variables: Sequence[str] = SCALAR_VARIABLES, digits: int = DIGITS,
-                      min_jump: float = 5.0, min_gain: float = 10.0, max_alternatives: int = 6) -> StructuredResult:
+                      min_jump: float = 5.0, min_gain: float = 10.0, max_alternatives: int = 6,
+                      trim_largest: float = 0.0) -> StructuredResult:
     """(fitted linear map) x (scalar SR on r, m, q) x (direction) for K message components.
 
     Shapes: ``samples`` columns [E] (dx, dy, (dz), r, m1, m2, q1, q2); ``messages`` [E, K] or [E].
@@ -184,6 +185,8 @@ def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
     ``min_jump`` x the residual scale and cuts the squared error ``min_gain``-fold).
     ``max_alternatives``: how many Pareto rows, up to the selected one, to map into
     ``StructuredResult.alternatives``.
+    ``trim_largest``: fraction of edges, those with the largest scalar |g|, left out of the search
+    (the map is still fitted on all).
     """
     if piecewise not in (True, False, "auto"):
         raise SymdistillError(f"`piecewise` must be True, False or 'auto' (got {piecewise!r})")
@@ -198,6 +201,8 @@ def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
     g = _scalar_target(Y, u, s, names, mode)
     fit = np.isfinite(g)
     g[fit & (np.abs(g) <= 1e-9 * np.abs(g[fit]).max())] = 0.0  # round-off where the law vanishes
+    if trim_largest > 0 and fit.any():  # the largest |g|: where a network is least accurate
+        fit &= np.abs(g) <= np.quantile(np.abs(g[fit]), 1 - trim_largest)
     x = {v: s[v][fit] for v in names}
     scalar, threshold, evidence, searches = _search_scalar(
         x, g[fit], names, sr, piecewise, digits, min_jump=min_jump, min_gain=min_gain)
