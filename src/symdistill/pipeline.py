@@ -23,9 +23,9 @@ from symdistill.train.loop import train
 from symdistill.versions import versions
 
 
-#: Default seconds of training per spatial dimension. 3D takes twice 2D's: with 60 s, r^-2 in 3D
-#: (l1) gave messages too compressed at large forces for the search to find the law, 120 s recovered it
-#: (docs/benchmarks.md, "End-to-end recovery").
+#: Default seconds of training per spatial dimension. 3D gets twice 2D's: after 60 s its messages were
+#: less force-like (l1: r2-3D not recovered, r1-3D only after the refit); with 120 s all six 3D
+#: systems were recovered (docs/benchmarks.md, "End-to-end recovery").
 TRAIN_SECONDS = {2: 60.0, 3: 120.0}
 
 
