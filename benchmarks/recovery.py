@@ -4,6 +4,7 @@ engine and the same total search time.
 
     .venv/bin/python benchmarks/recovery.py --out runs/recovery           # all 24 cases (~45 min)
     .venv/bin/python benchmarks/recovery.py --systems spring --dims 2 --models l1
+    .venv/bin/python benchmarks/recovery.py --out runs/sr-only --models      # the baseline alone
 
 Prints one row per case and writes ``recovery.json`` in --out. The baseline's formula is a law
 for a whole body (its acceleration from the positions, masses and charges of all others), so it
@@ -73,6 +74,11 @@ def main():
     for system in a.systems:
         for dim in a.dims:
             base = None if a.no_baseline else sr_only(system, dim, 4, budget)
+            if not a.models and base:  # `--models` with no names: the baseline alone
+                rows.append({"system": system, "dim": dim, "model": None, "recovered": None, "baseline": base})
+                print(f"{system:14s} {dim:3d} {'-':10s} {'-':>9s} {'':>15s} {'':>7s} | {str(base['exact']):>8s} "
+                      f"{base['relative_error']:8.3f} {base['seconds']:7.0f}", flush=True)
+                write_json(out / "recovery.json", rows)
             for model in a.models:
                 t0 = time.perf_counter()
                 try:
