@@ -20,6 +20,12 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SymdistillErro
     return SymdistillError(msg)
 
 
+def check_dim(dim: int) -> None:
+    """One-line error unless ``dim`` is a supported spatial dimension (2 or 3)."""
+    if dim not in (2, 3):
+        raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+
+
 def check_positive(name: str, value: float | None, *, allow_zero: bool = False, optional: bool = False) -> None:
     """One-line error unless ``value`` > 0 (>= 0 with ``allow_zero``); ``optional`` also accepts None."""
     if optional and value is None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from symdistill.distill.session import DistillConfig, distill_run
-from symdistill.errors import SymdistillError, check_positive
+from symdistill.errors import SymdistillError, check_dim, check_positive
 from symdistill.io import write_json
 from symdistill.report.run_report import write_report
 from symdistill.report.trajectories import plot_trajectories
@@ -57,8 +57,7 @@ class PipelineConfig:
             check_positive(name, getattr(self, name))
         for name in ("time_budget", "train_steps", "sr_evaluations"):
             check_positive(name, getattr(self, name), optional=True)
-        if self.dim not in TRAIN_SECONDS:
-            raise SymdistillError(f"`dim` must be 2 or 3 (got {self.dim})")
+        check_dim(self.dim)
 
     @property
     def train_seconds(self) -> float:

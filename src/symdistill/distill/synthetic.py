@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from symdistill.errors import SymdistillError
+from symdistill.errors import check_dim
 from symdistill.simulate.potentials import EPS, Law, get_law
 
 AXES = ("dx", "dy", "dz")
@@ -30,8 +30,7 @@ def edge_samples(n: int, dim: int, *, seed: int = 0, charged: bool = True,
 
     ``receiver`` fixes the receiver's own properties (e.g. ``{"m1": 2.0, "q1": -1.0}``).
     """
-    if dim not in (2, 3):
-        raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+    check_dim(dim)
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((n, dim)) - rng.standard_normal((n, dim))
     out = {AXES[k]: d[:, k] for k in range(dim)}

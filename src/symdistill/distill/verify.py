@@ -36,7 +36,7 @@ import numpy as np
 import sympy as sp
 
 from symdistill.distill.synthetic import edge_samples, edge_variables, lambdify, true_force
-from symdistill.errors import SymdistillError, check_positive
+from symdistill.errors import SymdistillError, check_dim, check_positive
 from symdistill.expr import parse_formula
 from symdistill.simulate.potentials import Law, get_law
 
@@ -145,8 +145,7 @@ def verify(formulas: str | sp.Expr | Sequence[str | sp.Expr], law: Law | str, di
     recover ``law``'s pair force in ``dim`` dimensions, and say why."""
     o = options or VerifyOptions()
     law = get_law(law)
-    if dim not in (2, 3):
-        raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+    check_dim(dim)
     exprs, variables = _as_exprs(formulas, dim), edge_variables(dim)
     truth = list(law.force_expr(dim))
     checks: list[Check] = []

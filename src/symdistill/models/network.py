@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from symdistill.errors import SymdistillError, check_positive, unknown_name
+from symdistill.errors import SymdistillError, check_dim, check_positive, unknown_name
 from symdistill.graphs.batch import GraphBatch
 from symdistill.graphs.features import (
     EDGE_INPUTS, edge_input_names, edge_inputs, feature_group, node_input_names, node_inputs,
@@ -112,8 +112,7 @@ class GraphNetwork(nn.Module):
 
     def __init__(self, config: ModelConfig, dim: int):
         super().__init__()
-        if dim not in (2, 3):
-            raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+        check_dim(dim)
         self.config, self.dim = config, dim
         c = config
         weight = {"l1": c.l1_weight, "kl": c.kl_weight}.get(c.variant, 0.0)

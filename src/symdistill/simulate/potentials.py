@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 import torch
 
-from symdistill.errors import SymdistillError, check_positive, unknown_name
+from symdistill.errors import SymdistillError, check_dim, check_positive, unknown_name
 from symdistill.expr import TorchExpr, parse_formula, symbols
 
 #: Softening added to every distance (the paper's r' = r + 0.01).
@@ -97,8 +97,7 @@ class Law:
 
     def force_expr(self, dim: int) -> tuple[sp.Expr, ...]:
         """Ground-truth pair force on the receiver, one sympy expression per component."""
-        if dim not in (2, 3):
-            raise SymdistillError(f"`dim` must be 2 or 3 (got {dim})")
+        check_dim(dim)
         mag = self.force_magnitude_expr()
         return tuple(mag * SYM[c] / (_r - EPS) for c in ("dx", "dy", "dz")[:dim])
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from symdistill.errors import SymdistillError, check_positive
+from symdistill.errors import SymdistillError, check_dim, check_positive
 from symdistill.simulate.integrate import Bodies, accelerations, advance, get_integrator
 from symdistill.simulate.potentials import Law, get_law
 
@@ -37,8 +37,7 @@ class SimulationConfig:
             check_positive(name, getattr(self, name))
         if self.n_bodies < 2:
             raise SymdistillError(f"`n_bodies` must be >= 2 (got {self.n_bodies})")
-        if self.dim not in (2, 3):
-            raise SymdistillError(f"`dim` must be 2 or 3 (got {self.dim})")
+        check_dim(self.dim)
         check_positive("dt", self.dt, optional=True)
         if self.dtype not in ("float64", "float32"):
             raise SymdistillError(f"`dtype` must be float64 or float32 (got {self.dtype!r})")
