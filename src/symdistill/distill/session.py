@@ -26,7 +26,7 @@ from symdistill.simulate import initial_conditions, open_dataset
 from symdistill.simulate.integrate import Bodies, accelerations
 from symdistill.simulate.potentials import Law
 from symdistill.train.data import GraphData, load_graphs
-from symdistill.train.metrics import force_r2, record_messages, record_nodes, top_components
+from symdistill.train.metrics import BULK_LEFT_OUT, force_r2, record_messages, record_nodes, top_components
 from symdistill.train.run import load_run
 
 _AXES = ("x", "y", "z")
@@ -163,7 +163,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     r2 = force_r2(rec, comps) if rec.forces is not None else None
     r2_bulk = force_r2(rec, comps, bulk=True) if rec.forces is not None else None
     log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}"
-        + ("" if r2_bulk is None else f" (without the 1% largest forces: {[round(x, 4) for x in r2_bulk]})"))
+        + ("" if r2_bulk is None else f" (without {BULK_LEFT_OUT}: {[round(x, 4) for x in r2_bulk]})"))
     Y = rec.messages[:, comps]
     if rec.forces is not None:  # for the report's messages-vs-forces figure (np.load, no pickle)
         keep = np.random.default_rng(c.seed).permutation(len(Y))[:5000]
@@ -195,7 +195,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
 
     if c.search == "structured" and c.select == "refit" and len(found.alternatives) > 1:
         k, maes = choose_by_refit([alt[2] for alt in found.alternatives], node_clean, dim, raw, seed=c.seed)
-        result["selection"] = {"rule": "refit", "chosen": k, "candidates": [
+        result["selection"] = {"rule": "refit", "tolerance": SELECT_TOLERANCE, "chosen": k, "candidates": [
             {"complexity": cx, "scalar": sp.sstr(g), "held_out_mae": m if np.isfinite(m) else None,
              "paper_rule": g == scalar} for (cx, g, _, _), m in zip(found.alternatives, maes)]}
         _, scalar, edge_exprs, A = found.alternatives[k]

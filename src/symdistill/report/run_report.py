@@ -11,6 +11,7 @@ import numpy as np
 
 from symdistill.report import figures
 from symdistill.report.page import Report
+from symdistill.train.metrics import BULK_LEFT_OUT
 
 
 def _history(run: Path) -> dict[str, list[float]]:
@@ -53,7 +54,7 @@ def write_report(run_dir) -> tuple[Path, Path]:
         if d.get("force_r2") is not None:
             rep.text("R² of each top message component fitted by an affine function of the true forces: "
                      + ", ".join(f"{x:.4f}" for x in d["force_r2"])
-                     + ("" if d.get("force_r2_bulk") is None else "; without the 1% largest forces "
+                     + ("" if d.get("force_r2_bulk") is None else f"; without {BULK_LEFT_OUT} "
                         "(near-collisions): " + ", ".join(f"{x:.4f}" for x in d["force_r2_bulk"])))
         if (run / "messages.npz").exists():
             with np.load(run / "messages.npz", allow_pickle=False) as z:
@@ -74,8 +75,9 @@ def write_report(run_dir) -> tuple[Path, Path]:
                        f"{table[sel]['equation'] if sel is not None else '-'}")
         selection = d.get("selection")
         if selection:
+            tolerance = selection.get("tolerance", 1.1)  # distill.json files before it was recorded used 1.1
             rep.text("Chosen by the refitted error of the composed symbolic model on held-out raw data "
-                     "(the simplest within 1.1x of the lowest):")
+                     f"(the simplest within {tolerance:g}x of the lowest):")
             rep.table(["complexity", "g(r, m, q)", "held-out MAE", "paper's rule", "chosen"],
                       [[c["complexity"], c["scalar"], "failed" if c["held_out_mae"] is None else c["held_out_mae"], "yes" if c["paper_rule"] else "",
                         "yes" if k == selection["chosen"] else ""] for k, c in enumerate(selection["candidates"])])

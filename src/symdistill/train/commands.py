@@ -43,6 +43,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from symdistill.train.metrics import BULK_LEFT_OUT
     from symdistill.train.run import dumps, evaluate
 
     result = evaluate(args.run, args.data)
@@ -57,7 +58,7 @@ def _evaluate(args) -> int:
             ", ".join(f"#{c}: {x:.4f}" for c, x in zip(result["components"], r2)) if r2 is not None
             else "unavailable (unknown law)"))
         if r2 is not None:
-            print("  the same without the 1% largest forces (near-collisions): "
+            print(f"  the same without {BULK_LEFT_OUT} (near-collisions): "
                   + ", ".join(f"#{c}: {x:.4f}" for c, x in zip(result["components"], result["force_r2_bulk"])))
     return 0
 

@@ -156,6 +156,8 @@ def active_components(record: MessageRecord, fraction: float = ACTIVE_FRACTION) 
 
 #: :func:`force_r2` with ``bulk=True`` leaves out the edges whose |force| is above this quantile.
 BULK_QUANTILE = 0.99
+#: How reports name the edges ``bulk=True`` leaves out.
+BULK_LEFT_OUT = f"the {1 - BULK_QUANTILE:.0%} largest forces"
 
 
 def force_r2(record: MessageRecord, components=None, *, bulk: bool = False) -> list[float]:
