@@ -14,7 +14,9 @@ def test_demo_writes_dataset_plot_and_record(tmp_path, capsys):
     assert "200 simulations x 500 steps" in capsys.readouterr().out
 
 
-def test_training_budget_defaults_per_dimension_and_yields_to_an_explicit_one():
-    from symdistill.pipeline import PipelineConfig
-    assert PipelineConfig(dim=2).train_seconds == 60 and PipelineConfig(dim=3).train_seconds == 120
+def test_training_steps_default_per_dimension_and_the_budget_is_a_cap():
+    from symdistill.pipeline import TRAIN_CAP_SECONDS, TRAIN_STEPS, PipelineConfig
+    assert PipelineConfig(dim=2).steps == TRAIN_STEPS[2] and PipelineConfig(dim=3).steps == TRAIN_STEPS[3]
+    assert PipelineConfig(dim=3, train_steps=100).steps == 100
+    assert PipelineConfig(dim=2).train_seconds == TRAIN_CAP_SECONDS[2]
     assert PipelineConfig(dim=3, time_budget=30).train_seconds == 30

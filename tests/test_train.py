@@ -211,3 +211,26 @@ def test_evaluate_json_reports_test_mae_and_one_force_r2_per_component(spring_fi
     assert result["data"] == str(test_file)
     assert main(["evaluate", "--run", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_step_count_with_a_generous_time_budget_runs_exactly_that_many_steps(spring_file, tmp_path):
+    # the pipeline's default: steps decide, the budget only caps (results independent of load)
+    cfg = _config(spring_file, **{"train.time_budget": 600.0, "train.max_steps": 17, "train.steps_per_epoch": 5})
+    run_dir = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    saved = json.loads((run_dir / "config.json").read_text())["config"]["train"]
+    assert saved["total_steps"] == 17
+    assert int(load_run(run_dir).history[-1]["step"]) == 17
+
+
+def test_threads_are_chosen_by_measured_speed_when_not_given(spring_file, tmp_path):
+    said = []
+    cfg = _config(spring_file, **{"train.threads": None, "train.epochs": 1, "train.steps_per_epoch": 3})
+    try:
+        train(cfg, tmp_path / "run", progress=False, log=said.append)
+    finally:
+        torch.set_num_threads(1)
+    cores = len(os.sched_getaffinity(0))
+    if cores > 1:
+        line = next(s for s in said if s.startswith("training on"))
+        assert "1 thread" in line and f"{cores} threads" in line
+    assert torch.get_num_threads() >= 1

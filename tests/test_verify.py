@@ -43,16 +43,88 @@ def test_factor_of_receiver_properties_only_is_recovered(factor):
 
 
 def test_gravity_messages_that_carry_m2_but_not_m1_are_recovered():
-    # The paper's r^-2 3D bottleneck formula (PAPER.md §4), completed with two other components.
-    phi = ["(0.021*dx*m2 - 0.077*dy*m2)/r^3", "m2*dz/r^3 + 0.5", "m2*(dy + dx)/r^3"]
+    # The paper's r^-2 3D bottleneck form (PAPER.md §4) written with the softened distance the
+    # simulator uses (dx / ((r - 0.01) r^2)), completed with two other components.
+    u = "/((r - 0.01)*r^2)"
+    phi = [f"(0.021*dx*m2 - 0.077*dy*m2){u}", f"m2*dz{u} + 0.5", f"m2*(dy + dx){u}"]
     res = verify(phi, "r2", 3, FAST)
     assert res.recovered, res.summary()
     assert res.factor_m1_power == pytest.approx(-1, abs=0.05)
 
 
-def test_paper_spring_formula_counts_as_one_recovered_component():
-    res = verify("1.36*dy + 0.60*dx - (0.60*dx + 1.37*dy)/r - 0.0025", "spring", 2, FAST)
-    assert res.recovered, res.summary()
+@pytest.mark.parametrize("law, dim, phi", [
+    ("r2", 3, ["(0.021*dx*m2 - 0.077*dy*m2)/r^3", "m2*dz/r^3 + 0.5", "m2*(dy + dx)/r^3"]),
+    ("spring", 2, ["1.36*dy + 0.60*dx - (0.60*dx + 1.37*dy)/r - 0.0025"]),
+])
+def test_paper_formulas_fit_but_are_not_exact(law, dim, phi):
+    # The paper's printed formulas use dx/r for the direction where the data has dx/(r - 0.01), and
+    # the spring's rest length is 1.37/1.36: within a few % on the training range (they fit), not
+    # the law on a wider one.
+    res = verify(phi, law, dim, FAST)
+    assert res.fits, res.summary()
+    assert not res.exact and not res.recovered
+    assert "ratio" in res.failed
+
+
+NEAR_MISSES = [  # (law, scalar g of F = g r_hat): each fits the training range, none is the law
+    ("r2", "-m1*m2/r**1.85"), ("r2", "-m1*m2/r**1.9"), ("r2", "-m1*m2**1.1/r**2"),
+    ("r2", "-m1*m2/r**2 - 0.02*m2/r"), ("r1", "-m1*m2/r**1.1"), ("r1", "-m1*m2*exp(-0.1*r)/r"),
+    ("spring", "-2*(r - 1.05)"), ("spring", "-2*(r - 1)*(1 + 0.03*m2)"), ("spring", "-2*(r - 1) + 0.02*r**2"),
+    ("charge", "q1*q2/r**1.9"), ("charge", "q1*q2*m2**0.1/r**2"),
+    ("r2", "-125.4*m1*m2/(r*(446.4*r + exp(0.1761*m1)))"),  # printed once for r2-3D: 1.5% off
+    ("discontinuous", "Piecewise((0, r < 2), (-2*(r - 1), True)) + 4.25e+106*exp(-123.5*r)"),
+    ("discontinuous", "Piecewise((0, r < 2.05), (-2*(r - 1), True))"),
+]
+
+
+def _radial(g: str, dim: int) -> list[str]:
+    return [f"({g})*{a}/(r - 0.01)" for a in ("dx", "dy", "dz")[:dim]]
+
+
+@pytest.mark.parametrize("law, g", NEAR_MISSES)
+def test_near_misses_are_not_exact(law, g):
+    res = verify(_radial(g, 2), law, 2, FAST, scalar=g)
+    assert not res.exact and not res.recovered, res.summary()
+    assert res.to_dict()["exact"] is False
+
+
+def test_a_spring_rest_length_a_hair_off_still_fits():
+    res = verify(_radial("-2*(r - 1.05)", 2), "spring", 2, FAST)
+    assert res.fits and not res.exact
+
+
+def test_an_invisible_charge_term_is_seen_on_the_wide_grid():
+    # Uncharged laws are sampled with q = 0 in `fits`, so a q2 term is invisible there; the wide
+    # grid has q2 = +-1.
+    phi = ["-m1*m2/r**2*dx/(r - 0.01) + 7*q2*dx", "-m1*m2/r**2*dy/(r - 0.01)"]
+    res = verify(phi, "r2", 2, FAST)
+    assert res.fits and not res.exact
+    assert "law_variables" in res.failed
+
+
+def test_a_variable_the_law_does_not_use_fails_even_with_a_tiny_coefficient():
+    res = verify(_radial("-2*(r - 1)*(1 + 1e-9*m2)", 2), "spring", 2, FAST)
+    assert res.failed == ["law_variables"]
+
+
+@pytest.mark.parametrize("law, g", [
+    ("r2", "-m1*m2/r**2"), ("r2", "-3.1*m2/r**2"), ("spring", "0.19*(1 - r)"), ("charge", "q2/r**2"),
+    ("r1", "-0.5*m2/r"), ("discontinuous", "Piecewise((0, r < 2.0), (-0.3*(r - 1.0), True))"),
+])
+def test_scaled_and_receiver_factored_truth_is_exact(law, g):
+    res = verify(_radial(g, 3), law, 3, FAST, scalar=g)
+    assert res.exact, res.summary()
+    assert {c.name for c in res.exact_checks} >= {"law_variables", "ratio", "common_map", "symbolic"}
+
+
+def test_symbolic_ratio_decides_piecewise_and_receiver_factors():
+    from symdistill.distill.verify import symbolic_ratio
+    f = get_law("discontinuous").force_magnitude_expr()
+    assert symbolic_ratio("Piecewise((0, r < 2), (0.4*(1 - r)/m1, True))", f) is True
+    assert symbolic_ratio("Piecewise((0, r < 2.01), (0.4*(1 - r), True))", f) is False
+    assert symbolic_ratio("0.4*(1 - r)", f) is False
+    assert symbolic_ratio("q1*m1**2*(r - 1)", get_law("spring").force_magnitude_expr()) is True
+    assert symbolic_ratio("(r - 1)*m2", get_law("spring").force_magnitude_expr()) is False
 
 
 @pytest.mark.parametrize("law, wrong", [
@@ -72,14 +144,14 @@ def test_wrong_laws_are_rejected(law, wrong):
 
 
 def test_formulas_that_do_not_span_the_force_are_rejected():
-    res = verify(["-(r-1)*dx/r", "2 - 3*(r-1)*dx/r"], "spring", 2, FAST)
+    res = verify(["-(r-1)*dx/(r-0.01)", "2 - 3*(r-1)*dx/(r-0.01)"], "spring", 2, FAST)
     assert not res.recovered
-    assert res.failed == ["span"]
+    assert res.failed == ["span", "span_wide"]
 
 
 def test_mixing_that_depends_on_the_receiver_is_not_a_common_map():
     res = verify(["q1*q2*dx/r^3", "q2*dy/r^3"], "charge", 2, FAST)
-    assert res.failed == ["receiver_factor"]
+    assert "receiver_factor" in res.failed and "common_map" in res.failed
 
 
 def test_formula_with_unknown_variable_fails_the_variables_check():
@@ -103,8 +175,11 @@ def test_evidence_is_reported():
     d = res.to_dict()
     assert d["recovered"] is True
     assert {c["name"] for c in d["checks"]} == {"variables", "finite", "fit", "receiver_factor", "span"}
+    assert {c["name"] for c in d["exact_checks"]} == {"law_variables", "finite_wide", "ratio", "common_map",
+                                                      "span_wide"}
+    assert d["fits"] is True and d["exact"] is True
     assert len(d["A"]) == 2 and len(d["r2"]) == 2 and min(d["r2"]) > 0.999
-    assert "recovered" in d["summary"]
+    assert "exact" in d["summary"]
 
 
 @settings(max_examples=8, deadline=None)

@@ -103,6 +103,8 @@ class TorchExpr(torch.nn.Module):
         # value = constants * scale: optimisers take steps relative to each constant's size when the
         # scale is set to |value| (see :meth:`normalise_constants`).
         self.register_buffer("scale", torch.ones(len(floats), dtype=torch.float64))
+        # Constants fixed at exact values (:meth:`fix`) are used as those values, with no gradient.
+        self.fixed: dict[int, sp.Expr] = {}
 
     @torch.no_grad()
     def normalise_constants(self) -> None:
@@ -114,11 +116,15 @@ class TorchExpr(torch.nn.Module):
     def constant_values(self) -> list[float]:
         return (self.constants * self.scale).detach().tolist()
 
+    def fix(self, index: int, value: sp.Expr) -> None:
+        """Hold constant ``index`` at the exact ``value`` (e.g. a snapped Rational) from now on."""
+        self.fixed[index] = sp.sympify(value)
+
     def sympy(self) -> sp.Expr:
         if not self._const_index:
             return self.expr
         values = self.constant_values()
-        return self.expr.xreplace({c: sp.Float(values[i]) for c, i in self._const_index.items()})
+        return self.expr.xreplace({c: self.fixed.get(i, sp.Float(values[i])) for c, i in self._const_index.items()})
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         missing = [v for v in self.variables if v not in inputs]
@@ -136,6 +142,8 @@ class TorchExpr(torch.nn.Module):
         if e.is_Number or e in (sp.pi, sp.E):
             if e in self._const_index:
                 i = self._const_index[e]
+                if i in self.fixed:
+                    return float(self.fixed[i])
                 return (self.constants[i] * self.scale[i]).to(ref.dtype)
             return float(e)
         if e is sp.true or e is sp.false:

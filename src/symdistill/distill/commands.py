@@ -16,12 +16,13 @@ def _distill(args):
     result = distill_run(args.run, DistillConfig(**fields), log=(lambda *a, **k: None) if quiet else print)
     _, html = write_report(args.run)
     if args.json:
-        json.dump({k: result.get(k) for k in ("formula", "truth", "recovered", "seconds", "force_r2",
+        json.dump({k: result.get(k) for k in ("formula", "truth", "recovered", "fits", "seconds", "force_r2",
                                               "edge_formulas", "node_formulas", "comparison")}, sys.stdout, indent=2)
         print()
     else:
-        print(f"  discovered: F = {result['formula']}\n  truth:      F = {result['truth']}\n"
-              f"  recovered:  {result['recovered']}\n  report: {html}")
+        verdict = {True: "yes (exact)", False: "no", None: "unknown (no ground truth)"}[result["recovered"]]
+        print(f"  discovered: {result['formula']}\n  truth:      {result['truth']}\n"
+              f"  recovered:  {verdict}\n  report: {html}")
     return 0
 
 

@@ -17,7 +17,7 @@ import sympy as sp
 import torch
 from torch import nn
 
-from symdistill.expr import TorchExpr
+from symdistill.expr import TorchExpr, symbols
 from symdistill.graphs.features import edge_input_names
 from symdistill.simulate.potentials import EPS
 
@@ -32,11 +32,11 @@ class SymbolicModel(nn.Module):
     """Accelerations from formulas. Shapes: forward(pos, vel [B, N, D], mass, charge [B, N]) -> [B, N, D]."""
 
     def __init__(self, edge_exprs: Sequence[sp.Expr], node_exprs: Sequence[sp.Expr], dim: int,
-                 *, trainable: bool = True):
+                 *, trainable: bool = True, n_messages: int | None = None):
         super().__init__()
         self.dim = dim
         self.edge_vars = edge_input_names("relative", dim)  # what record_messages records
-        self.node_vars = node_variables(dim, len(edge_exprs))
+        self.node_vars = node_variables(dim, len(edge_exprs) if n_messages is None else n_messages)
         self.edge = nn.ModuleList(TorchExpr(e, self.edge_vars, trainable=trainable) for e in edge_exprs)
         self.node = nn.ModuleList(TorchExpr(e, self.node_vars, trainable=trainable) for e in node_exprs)
         if len(node_exprs) != dim:
@@ -54,7 +54,11 @@ class SymbolicModel(nn.Module):
         ones = torch.ones_like(dist)
         x |= dict(r=dist + EPS, m1=mass[:, :, None] * ones, m2=mass[:, None, :] * ones,
                   q1=charge[:, :, None] * ones, q2=charge[:, None, :] * ones)
-        return torch.stack([torch.where(off, f(**x), 0.0).sum(2) for f in self.edge], -1)
+        return torch.where(off[..., None], self.edge_messages(x), 0.0).sum(2)
+
+    def edge_messages(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every edge's messages [B, N, N, K] from its inputs (each [B, N, N])."""
+        return torch.stack([f(**x) for f in self.edge], -1)
 
     def forward(self, pos, vel, mass, charge) -> torch.Tensor:
         s = self.messages(pos, vel, mass, charge)
@@ -85,8 +89,9 @@ class SymbolicModel(nn.Module):
 
         Keeps the best constants seen, so the refit never makes the model worse on its data.
         """
-        for f in (*self.edge, *self.node):
-            f.normalise_constants()
+        for f in self.modules():
+            if isinstance(f, TorchExpr):
+                f.normalise_constants()
         params = [p for p in self.parameters() if p.numel()]
         before = self.mae(data)
         if not params:
@@ -112,3 +117,42 @@ class SymbolicModel(nn.Module):
                     p.copy_(b)
             after = best
         return before, after
+
+
+class PairForceModel(SymbolicModel):
+    """A symbolic model whose messages are a linear map of one central pair force, A (g u), with
+    u = dx / (r - EPS): the form of the structured search (:mod:`symdistill.distill.structured`),
+    with g's constants shared by every message component, so that refitting them refits *the law*.
+
+    ``scalar``: g in r, m1, m2, q1, q2; ``A`` [K, D]; ``trainable_scalar=False`` keeps g's constants
+    fixed (the map and the node formulas are still refitted)."""
+
+    def __init__(self, scalar: sp.Expr, A, node_exprs: Sequence[sp.Expr], dim: int, *,
+                 trainable: bool = True, trainable_scalar: bool = True):
+        A = np.asarray(A, dtype=float)
+        super().__init__([], node_exprs, dim, trainable=trainable, n_messages=A.shape[0])
+        self.g = TorchExpr(scalar, self.edge_vars, trainable=trainable and trainable_scalar)
+        # A = A_unit * A_scale: Adam's steps are then relative to the map's size, as for the constants
+        scale = float(np.abs(A).max()) or 1.0
+        self.register_buffer("A_scale", torch.tensor(scale, dtype=torch.float64))
+        self.A_unit = nn.Parameter(torch.as_tensor(A / scale, dtype=torch.float64), requires_grad=trainable)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.A_unit * self.A_scale
+
+    def edge_messages(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        u = torch.stack([x[f"d{a}"] for a in _AXES[: self.dim]], -1) / (x["r"] - EPS)[..., None]
+        return (self.g(**x)[..., None] * u) @ self.A.T
+
+    def scalar(self) -> sp.Expr:
+        """g with its current constants."""
+        return self.g.sympy()
+
+    def sympy(self) -> tuple[list[sp.Expr], list[sp.Expr]]:
+        sym = symbols(self.edge_vars)
+        u = [sym[f"d{a}"] / (sym["r"] - sp.Float(EPS)) for a in _AXES[: self.dim]]
+        g, A = self.scalar(), self.A.detach().numpy()
+        edges = [sum((sp.Float(float(A[k, c]), 6) * g * u[c] for c in range(self.dim)), sp.Integer(0))
+                 for k in range(A.shape[0])]
+        return edges, [f.sympy() for f in self.node]

@@ -16,6 +16,7 @@ import sympy as sp
 import torch
 
 from symdistill.distill.compose import SymbolicModel, node_variables
+from symdistill.distill.snap import final_law, normalise, physical_scale, textbook
 from symdistill.distill.sr import SymbolicRegression
 from symdistill.distill.structured import plain_search, structured_search
 from symdistill.distill.verify import verify
@@ -39,8 +40,8 @@ class DistillConfig:
 
     search: str = "structured"      # structured or plain
     backend: str = "operon"
-    sr_budget: float = 20.0
-    node_budget: float = 8.0
+    sr_budget: float = 60.0         # seconds: a cap when sr_evaluations is set
+    node_budget: float = 30.0
     max_complexity: int = 30
     max_edges: int = 20_000
     max_graphs: int = 4000
@@ -59,10 +60,11 @@ class DistillConfig:
     select: str = "refit"
     seed: int = 0
     threads: int = 1
-    # Stop each search after this many evaluations instead of at its time budget: with one thread
-    # and a seed the result is then the same on any machine, however loaded (the budget stays a cap).
-    sr_evaluations: int | None = None
-    node_evaluations: int | None = None
+    # Stop each search after this many evaluations (None: at its time budget): with one thread and a
+    # seed the result is then the same on any machine, however loaded (the budget stays a cap).
+    # 100,000 take ~7 s of operon on one core (5,000 rows); the node model needs far fewer.
+    sr_evaluations: int | None = 100_000
+    node_evaluations: int | None = 25_000
 
     def __post_init__(self):
         if self.search not in ("structured", "plain"):
@@ -85,8 +87,6 @@ NODE_OPERATORS = ("+", "-", "*", "/")
 
 def _sr(c: DistillConfig, budget: float, operators=None, evaluations=None) -> SymbolicRegression:
     kw = {} if operators is None else {"operators": operators}
-    if evaluations is not None:  # deterministic: the evaluation count decides, time is only a cap
-        budget = max(budget, 600.0)
     return SymbolicRegression(c.backend, time_budget=budget, max_complexity=c.max_complexity,
                               seed=c.seed, threads=c.threads, max_evaluations=evaluations, **kw)
 
@@ -148,14 +148,17 @@ def force_string(scalar: sp.Expr, dim: int) -> str:
 
 
 def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> dict:
-    """Distil the run in ``run_dir`` (see the module docstring)."""
+    """Distil the run in ``run_dir`` (see the module docstring).
+
+    No leakage: messages, node formulas, the choice among candidates, the refit and the snapping all
+    use *training* graphs; the test file is read once, for the final network-vs-formula comparison."""
     c = config or DistillConfig()
     t0 = time.perf_counter()
     run = load_run(run_dir)
     model, dim = run.model, run.model.dim
     law = _law_of(run)
-    source = run.test_path or run.data_path
-    data = load_graphs(source, step_stride=max(1, run.config.data.step_stride))
+    stride = max(1, run.config.data.step_stride)
+    data = load_graphs(run.data_path, step_stride=stride)
     if len(data) > c.max_graphs:
         data = data.subset(torch.as_tensor(np.random.default_rng(c.seed).choice(len(data), c.max_graphs, replace=False)))
     rec = record_messages(model, data, max_edges=c.max_edges, law=law, seed=c.seed)
@@ -164,79 +167,128 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     r2_bulk = force_r2(rec, comps, bulk=True) if rec.forces is not None else None
     log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}"
         + ("" if r2_bulk is None else f" (without {BULK_LEFT_OUT}: {[round(x, 4) for x in r2_bulk]})"))
+    laps = Laps()
+    laps("record")
     Y = rec.messages[:, comps]
     if rec.forces is not None:  # for the report's messages-vs-forces figure (np.load, no pickle)
         keep = np.random.default_rng(c.seed).permutation(len(Y))[:5000]
         save_arrays(Path(run_dir) / "messages.npz", messages=Y[keep], forces=rec.forces[keep])
     result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
-                    "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim}
+                    "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim,
+                    "data_use": "messages, node formulas, selection, refit and snapping on training graphs; "
+                                "the test file only for the final comparison"}
     searched = rec.inputs["r"] >= np.quantile(rec.inputs["r"], c.trim_closest)
     samples, Y = {k: v[searched] for k, v in rec.inputs.items()}, Y[searched]
+    found = None
     if c.search == "structured":
         found = structured_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations),
                                   trim_largest=c.trim_largest)
-        edge_exprs, scalar = found.expressions, found.scalar
-        tables = found.searches
+        edge_exprs, scalar, A, tables = found.expressions, found.scalar, found.A, found.searches
         result["threshold"] = found.threshold
-        result["map"] = np.round(found.A, 6).tolist()
     else:
         searches = plain_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
-        edge_exprs, scalar, tables = [s.sympy() for s in searches], None, searches
+        edge_exprs, scalar, A, tables = [s.sympy() for s in searches], None, None, searches
     result["pareto"] = [t.equations_.to_records() for t in tables]
+    laps("edge search")
 
     node_exprs, node_searches = distil_node_model(model, data, comps, c)
+    laps("node search")
     result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
     result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
     # A pair force has no constant offset: the network's offsets only cancel for the number of
     # bodies it was trained on, so they are dropped (edge constants and the node terms that only
     # compensate them) before the constants are refitted on raw accelerations.
     node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
-    raw = _arrays(load_graphs(run.data_path, step_stride=max(1, run.config.data.step_stride) * 5))
+    raw = _arrays(load_graphs(run.data_path, step_stride=stride * 5))
 
-    if c.search == "structured" and c.select == "refit" and len(found.alternatives) > 1:
+    if found is not None and c.select == "refit" and len(found.alternatives) > 1:
         k, maes = choose_by_refit([alt[2] for alt in found.alternatives], node_clean, dim, raw, seed=c.seed)
         result["selection"] = {"rule": "refit", "tolerance": SELECT_TOLERANCE, "chosen": k, "candidates": [
             {"complexity": cx, "scalar": sp.sstr(g), "held_out_mae": m if np.isfinite(m) else None,
              "paper_rule": g == scalar} for (cx, g, _, _), m in zip(found.alternatives, maes)]}
         _, scalar, edge_exprs, A = found.alternatives[k]
-        result["map"] = np.round(A, 6).tolist()
         log(f"chose {scalar} (complexity {found.alternatives[k][0]}) among {len(maes)} Pareto candidates by "
             f"refitted error on held-out graphs")
-    result["edge_formulas"] = [sp.sstr(e) for e in edge_exprs]
-    result["formula"] = force_string(scalar, dim) if scalar is not None else "; ".join(result["edge_formulas"])
+    laps("selection")
+    result["map"] = None if A is None else np.round(A, 6).tolist()
+    result["search"] = {"formula": force_string(scalar, dim) if scalar is not None else None,
+                        "scalar": None if scalar is None else sp.sstr(scalar),
+                        "edge_formulas": [sp.sstr(e) for e in edge_exprs]}
     if law is not None and law.has_truth:
-        v = verify(edge_exprs, law, dim)
-        result["truth"] = force_string(law.force_magnitude_expr(), dim)
-        result["recovered"] = bool(v.recovered)
-        result["verification"] = v.to_dict()
-        log(v.summary())
-    else:
-        result.update(truth=None, recovered=None, verification=None)
+        v = verify(edge_exprs, law, dim, scalar=scalar)
+        result["search"]["verification"] = v.to_dict()
+        log(f"searched law: {v.summary()}")
 
-    symbolic = SymbolicModel([drop_constant(e) for e in edge_exprs], node_clean, dim)
-    before, after = symbolic.refit(raw, steps=c.refit_steps, seed=c.seed)
-    result["refit"] = {"train_mae_before": before, "train_mae_after": after}
+    symbolic, final_scalar = _final_model(result, c, scalar, A, edge_exprs, node_clean, dim, raw, log)
+    laps("refit and snap")
     e_s, n_s = symbolic.sympy()
     result["symbolic_model"] = {"edge": [sp.sstr(e) for e in e_s], "node": [sp.sstr(e) for e in n_s]}
+    result["edge_formulas"] = result["symbolic_model"]["edge"]
     if law is not None and law.has_truth:
-        v2 = verify(e_s, law, dim)
-        result["recovered_by_search"] = result["recovered"]
-        result["recovered_after_refit"] = bool(v2.recovered)
-        result["recovered"] = bool(result["recovered"] or v2.recovered)
-        result["verification_after_refit"] = v2.to_dict()
-        log(f"after refit: {v2.summary()}")
-    test = _arrays(data)
-    comparison = {"test": {"network": network_mae(model, test), "formula": symbolic.mae(test)}}
+        v = verify(e_s, law, dim, scalar=final_scalar)
+        k_true, shape_true = normalise(law.force_magnitude_expr())
+        result["truth"] = textbook(shape_true, k=float(k_true))
+        result.update(recovered=bool(v.exact), fits=bool(v.fits), verification=v.to_dict())
+        log(f"final law: {v.summary()}")
+    else:
+        result.update(truth=None, recovered=None, fits=None, verification=None)
+    test = _arrays(load_graphs(run.test_path, step_stride=stride)) if run.test_path else None
+    comparison = {} if test is None else {"test": {"network": network_mae(model, test), "formula": symbolic.mae(test)}}
     if law is not None:
         for name, ood in ood_sets(law, dim, data.n_bodies, seed=c.seed).items():
             comparison[name] = {"network": network_mae(model, ood), "formula": symbolic.mae(ood)}
     result["comparison"] = comparison
+    laps("verify and compare")
+    result["stage_seconds"] = laps.seconds
+    log("distill stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in laps.seconds.items()))
     result["seconds"] = time.perf_counter() - t0
     write_json(Path(run_dir) / "distill.json", result)
     write_text(Path(run_dir) / "equations.md", equations_markdown(tables, node_searches))
     return result
 
 
+class Laps:
+    """Seconds per named stage, each from the end of the one before."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 2)
+        self._last = now
+
+
+#: Training graphs the final law is refitted on, and as many others its snaps are judged on.
+FINAL_GRAPHS = 2048
+
+
+def _final_model(result: dict, c: DistillConfig, scalar, A, edge_exprs, node_clean, dim: int, raw, log):
+    """The composed symbolic model with its constants refitted on raw training accelerations, and for
+    a structured search the law snapped to simple constants (:func:`symdistill.distill.snap.final_law`).
+    Writes ``formula`` (the final law in textbook form), ``final`` and ``refit`` into ``result``;
+    returns (the model, the final scalar law or None)."""
+    order = np.random.default_rng(c.seed + 1).permutation(len(raw["pos"]))
+    n = min(len(order) // 2, FINAL_GRAPHS)  # disjoint: constants fitted on one part, errors judged on another
+    fit = {k: v[order[:n]] for k, v in raw.items()}
+    score = {k: v[order[n:2 * n]] for k, v in raw.items()}
+    if scalar is None:  # plain search: no law to snap, the refitted formulas are the result
+        symbolic = SymbolicModel([drop_constant(e) for e in edge_exprs], node_clean, dim)
+        before, after = symbolic.refit(fit, steps=c.refit_steps, seed=c.seed)
+        result["refit"] = {"train_mae_before": before, "train_mae_after": after}
+        result["formula"] = "; ".join(sp.sstr(e) for e in symbolic.sympy()[0])
+        result["final"] = None
+        return symbolic, None
+    law = final_law(scalar, A, node_clean, dim, fit, score, steps=c.refit_steps, seed=c.seed)
+    k, how = physical_scale(normalise(law.scalar)[1], score, dim)
+    shape = normalise(law.scalar)[1]
+    result["formula"] = textbook(shape, k=k)
+    result["final"] = law.to_dict() | {"k": k, "k_from": how}
+    result["refit"] = {"held_out_mae_unsnapped": law.mae_unsnapped, "held_out_mae": law.mae}
+    kept = [f"{s['value']:g} -> {s['to']}" for s in law.snaps if s["kept"]]
+    log(f"final law {result['formula']} (snapped: {', '.join(kept) or 'none'})")
+    return law.model, law.scalar
 #: A simpler candidate is chosen when its held-out error is within this factor of the best one's.
 SELECT_TOLERANCE = 1.1
 

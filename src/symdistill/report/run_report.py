@@ -37,10 +37,19 @@ def write_report(run_dir) -> tuple[Path, Path]:
     rep = Report(f"symdistill run: {run.name}")
     if d is not None:
         rep.heading("Discovered law")
-        rep.table(["", "force on the receiver"], [["discovered", d["formula"]], ["truth", d.get("truth") or "unknown"]])
+        search = d.get("search") or {}
+        rows = [["discovered (final: refitted on raw data, constants snapped)", d["formula"]],
+                ["truth", d.get("truth") or "unknown"]]
+        if search.get("formula"):
+            rows.append(["as searched, before the refit", f"F = {search['formula']}"])
+        rep.table(["", "force on the receiver (r̂: unit vector from sender to receiver)"], rows)
         verdict = d.get("verification") or {}
         if d.get("recovered") is not None:
-            rep.text(f"Recovered: {'yes' if d['recovered'] else 'no'}. {verdict.get('summary', '')}")
+            fits = "it fits the data" if d.get("fits") else "it does not fit the data"
+            rep.text(f"Verdict on the final law: {'exact' if d['recovered'] else 'not exact'} ({fits}). "
+                     f"{verdict.get('summary', '')}")
+        if d.get("data_use"):
+            rep.text(f"Data: {d['data_use']}.")
         rep.code("\n".join(f"phi_{k} = {e}" for k, e in enumerate(d["edge_formulas"]))
                  + "\n" + "\n".join(f"a_{k} = {e}" for k, e in enumerate(d["node_formulas"])))
     hist = _history(run)

@@ -47,6 +47,7 @@ class TrainConfig:
     batch_size: int = 512
     epochs: int = 20
     time_budget: float | None = None  # seconds; sets total_steps from a measured step rate
+    max_steps: int | None = None      # with time_budget: at most this many steps (the budget is then a cap)
     steps_per_epoch: int | None = None  # None: one pass over the training graphs
     total_steps: int | None = None    # resolved at start (epochs x steps_per_epoch, or from the budget)
     lr: float = 1e-2                  # OneCycle maximum (1e-2 beat 3e-3 and 2e-2 in our runs)
@@ -61,12 +62,12 @@ class TrainConfig:
     precision: str = "fp32"           # "bf16": the forward pass under bfloat16 autocast (faster on CPUs
     #   with AMX/AVX-512 BF16); weights, optimiser and evaluation stay float32
     seed: int = 0
-    threads: int | None = None        # torch threads (None: torch's default)
+    threads: int | None = None        # torch threads (None: the faster of 1 and all, measured at the start)
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "lr", "div_factor", "final_div_factor"):
             check_positive(f"train.{name}", getattr(self, name))
-        for name in ("time_budget", "steps_per_epoch", "total_steps", "threads"):
+        for name in ("time_budget", "max_steps", "steps_per_epoch", "total_steps", "threads"):
             check_positive(f"train.{name}", getattr(self, name), optional=True)
         check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
         check_positive("train.augment_shift", self.augment_shift, allow_zero=True)
