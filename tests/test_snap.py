@@ -36,12 +36,13 @@ def test_normalise_moves_the_scale_out_and_makes_ratios_constants(text, shape):
 
 
 def test_candidates_are_simple_values_near_the_constant():
-    assert candidates(0.98) == [1]
-    assert candidates(-1.93) == [-2]
+    assert candidates(0.98) == [0, 1]
+    assert candidates(-1.93) == [0, -2]
     assert candidates(0.04) == [0]
-    assert candidates(1.52) == [sp.Rational(3, 2)]
-    assert candidates(1.9) == [sp.Integer(2)]
-    assert candidates(7.37) == []
+    assert candidates(1.52) == [0, sp.Rational(3, 2)]
+    assert candidates(1.9) == [0, sp.Integer(2)]
+    assert candidates(7.37) == [0]
+    assert candidates(8.061e94) == [0]
 
 
 def test_textbook_form_pulls_out_the_sign_and_scale():
@@ -55,12 +56,18 @@ def test_textbook_form_pulls_out_the_sign_and_scale():
     # formulas turn the messages into accelerations, roughly, as the node search's would.
     ("spring", "0.2367*r - 0.232", -2 / 0.2367 / m, "r - 1"),
     ("r2", "-1.3*m2/(r**2 + 0.004*r)", 1 / 1.3, "m2/r**2"),   # a spurious small term
+    # a threshold a hair off, and a term that vanishes on the data (as a search printed once)
+    ("discontinuous", "Piecewise((0, r < 2.003), (0.2367*r - 0.232 - 8.061e+94*exp(-122.8*r), True))",
+     -2 / 0.2367 / m, "Piecewise((0, r < 2), (r - 1, True))"),
 ])
 def test_final_law_snaps_to_the_exact_law(system, searched, scale, truth_shape):
     data, score = _data(system), _data(system, seed=4)
     node = [sp.Float(0.97) * scale * s0, sp.Float(1.02) * scale * s1]
     law = final_law(g(searched), np.eye(2), node, 2, data, score, steps=200, snap_steps=60)
-    assert sp.simplify(normalise(law.scalar)[1] - g(truth_shape)) == 0, law.scalar
+    if not law.scalar.has(sp.Piecewise):
+        assert sp.simplify(normalise(law.scalar)[1] - g(truth_shape)) == 0, law.scalar
+    else:
+        assert sp.srepr(normalise(law.scalar)[1]) == sp.srepr(g(truth_shape)), law.scalar
     v = verify([law.scalar * a / (sp.Symbol("r", positive=True) - sp.Float(0.01))
                 for a in sp.symbols("dx dy", real=True)], system, 2, scalar=law.scalar)
     assert v.exact, v.summary()

@@ -197,3 +197,11 @@ def test_a_formula_with_complex_values_evaluates_to_nan_not_its_real_part():
     r = sp.Symbol("r")
     out = lambdify([r + sp.I * r, 2 * r], ["r"])({"r": np.array([1.0, 2.0])})
     assert np.isnan(out[:, 0]).all() and np.allclose(out[:, 1], [2.0, 4.0])
+
+
+def test_a_constant_extra_component_is_an_offset_and_a_varying_one_is_not():
+    u = "/(r - 0.01)"
+    base = [f"(1 - r)*dx{u}", f"(1 - r)*dy{u}"]
+    assert verify(base + ["0.3"], "spring", 2, FAST).exact
+    res = verify(base + ["0.01*r"], "spring", 2, FAST)
+    assert not res.exact and "ratio" in res.failed

@@ -158,6 +158,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     model, dim = run.model, run.model.dim
     law = _law_of(run)
     stride = max(1, run.config.data.step_stride)
+    laps = Laps()
     data = load_graphs(run.data_path, step_stride=stride)
     if len(data) > c.max_graphs:
         data = data.subset(torch.as_tensor(np.random.default_rng(c.seed).choice(len(data), c.max_graphs, replace=False)))
@@ -167,12 +168,8 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     r2_bulk = force_r2(rec, comps, bulk=True) if rec.forces is not None else None
     log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}"
         + ("" if r2_bulk is None else f" (without {BULK_LEFT_OUT}: {[round(x, 4) for x in r2_bulk]})"))
-    laps = Laps()
-    laps("record")
+    laps("load and record")
     Y = rec.messages[:, comps]
-    if rec.forces is not None:  # for the report's messages-vs-forces figure (np.load, no pickle)
-        keep = np.random.default_rng(c.seed).permutation(len(Y))[:5000]
-        save_arrays(Path(run_dir) / "messages.npz", messages=Y[keep], forces=rec.forces[keep])
     result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
                     "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim,
                     "data_use": "messages, node formulas, selection, refit and snapping on training graphs; "
@@ -210,6 +207,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
         log(f"chose {scalar} (complexity {found.alternatives[k][0]}) among {len(maes)} Pareto candidates by "
             f"refitted error on held-out graphs")
     laps("selection")
+    save_edge_sample(Path(run_dir) / "messages.npz", rec, comps, A, None if found is None else found.b, dim, c.seed)
     result["map"] = None if A is None else np.round(A, 6).tolist()
     result["search"] = {"formula": force_string(scalar, dim) if scalar is not None else None,
                         "scalar": None if scalar is None else sp.sstr(scalar),
@@ -327,6 +325,24 @@ def equations_markdown(edge_searches, node_searches) -> str:
         for k, s in enumerate(searches):
             parts += [f"## {title}: search {k}", "", s.equations_.to_markdown(), ""]
     return "\n".join(parts)
+
+
+def save_edge_sample(path, rec, comps, A, b, dim: int, seed: int, n: int = 5000) -> None:
+    """A sample of recorded edges for the report (np.load, no pickle): the top messages, the true
+    forces (when the law is known), the edge inputs, and the scalar g of F = g u read off the
+    messages through the search's map (phi = A (g u) + b), NaN without one."""
+    keep = np.random.default_rng(seed).permutation(len(rec.messages))[:n]
+    Y = rec.messages[keep][:, comps]
+    arrays = {"messages": Y} | {k: np.asarray(v)[keep] for k, v in rec.inputs.items()}
+    if rec.forces is not None:
+        arrays["forces"] = rec.forces[keep]
+    g = np.full(len(keep), np.nan)
+    if A is not None:
+        d = np.column_stack([arrays[a] for a in ("dx", "dy", "dz")[:dim]])
+        u = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+        z = np.linalg.lstsq(np.asarray(A, dtype=float), (Y - (0 if b is None else b)).T, rcond=None)[0].T
+        g = np.sum(z * u, axis=1)
+    save_arrays(path, g=g, **arrays)
 
 
 def save_arrays(path, **arrays) -> None:

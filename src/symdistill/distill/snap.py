@@ -9,8 +9,8 @@ physicist reads has the simple value where the data cannot tell the difference, 
    method cannot identify it), and each sum inside is divided by its leading term, so that ratios
    between constants become constants of their own (0.2367 r - 0.232 -> r - 0.980);
 2. refits every constant (law, map and node formulas) on raw accelerations of training graphs;
-3. tries each constant of the law at the nearest simple values (0, which drops a term or a factor;
-   the nearest integer; halves, thirds and quarters), closest first, refitting the others, and
+3. tries each constant of the law at simple values (0, which drops a term or a factor; the
+   nearest integer; halves, thirds and quarters), the closest to one first, refitting the others, and
    keeps the first whose error on other training graphs is within ``tolerance`` of the unsnapped
    law's (:data:`SNAP_TOLERANCE`);
 4. refits what is left, and reports the law in textbook form (:func:`textbook`).
@@ -81,11 +81,11 @@ def _unit(term: sp.Expr) -> sp.Expr:
 
 
 def candidates(value: float) -> list[sp.Rational]:
-    """Simple values near ``value``, simplest first: 0 (for |value| < 0.3), the nearest integer
-    (within 0.25), halves, thirds and quarters up to 3 (within 0.1)."""
-    out = []
-    if abs(value) < 0.3:
-        out.append(sp.Integer(0))
+    """Simple values near ``value``, simplest first: 0 (always: a coefficient at 0 drops its term,
+    an exponent at 0 its factor, whatever their size: a search leaves terms like
+    8e94 exp(-123 r) that vanish on the data), the nearest integer (within 0.25), halves, thirds and
+    quarters up to 3 (within 0.1)."""
+    out = [sp.Integer(0)]
     n = round(value)
     if n != 0 and abs(value - n) <= 0.25:
         out.append(sp.Integer(n))

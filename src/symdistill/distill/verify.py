@@ -323,12 +323,13 @@ def _ratio_spread(pred: np.ndarray, Y: np.ndarray, zero_fraction: float) -> tupl
     """Largest relative spread of Y / pred over components [n, K]; where |pred| is below
     ``zero_fraction`` of its median, |Y - pred| relative to that median counts instead."""
     worst, where = 0.0, (0, "")
+    overall = float(np.median(np.abs(pred)))
     for k in range(pred.shape[1]):
         p, y = pred[:, k], Y[:, k]
         typical = np.median(np.abs(p))
-        if typical <= 0:
-            spread = float(np.max(np.abs(y)) > 0) * np.inf
-            text = "the truth is 0 here"
+        if typical <= 1e-9 * overall or typical <= 0:  # a component that carries no force must be ~0
+            spread = float(np.max(np.abs(y)) / overall) if overall > 0 else float(np.max(np.abs(y)) > 0) * np.inf
+            text = "a component without force is not 0"
         else:
             big = np.abs(p) >= zero_fraction * typical
             ratio = y[big] / p[big]

@@ -37,6 +37,10 @@ from symdistill.train.metrics import active_components, force_r2, record_message
 
 HISTORY_FIELDS = ("epoch", "step", "seconds", "lr", "train_loss", "train_penalty", "val_loss", "val_penalty",
                   "val_mae", "active_components", "force_r2")
+#: Training loss and penalty every few steps, beside the per-epoch ``history.csv``: a short run has few
+#: epochs, and the report draws its curves from these rows (means over the steps since the last row).
+STEP_HISTORY = "history_steps.csv"
+STEP_HISTORY_FIELDS = ("step", "seconds", "lr", "train_loss", "train_penalty")
 SCALE_GRAPHS = 8192  # training graphs used to measure the normalisation scales
 
 
@@ -76,6 +80,11 @@ def train_step(model: GraphNetwork, optimizer, batch, t: TrainConfig, *, sample:
     if math.isfinite(value):
         optimizer.step()
     return value, loss.detach(), penalty.detach()
+
+
+def step_log_every(total_steps: int) -> int:
+    """Steps between two rows of ``history_steps.csv``: 25, or fewer so a short run still has ~50 rows."""
+    return max(1, min(25, total_steps // 50))
 
 
 def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True,
@@ -137,6 +146,8 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         optimizer, max_lr=t.lr, total_steps=t.total_steps, pct_start=t.pct_start,
         div_factor=t.div_factor, final_div_factor=t.final_div_factor)
     history: list[dict] = []
+    step_history: list[dict] = []
+    window = [0.0, 0.0, 0]  # loss and penalty summed over the steps since the last step row, and their count
     step, epoch, elapsed0 = 0, 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -144,10 +155,13 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         step, epoch, elapsed0, history = state["step"], state["epoch"], state["elapsed"], list(state["history"])
+        step_history = list(state.get("step_history", []))  # absent from checkpoints before it was logged
+        window = list(state.get("step_window", window))
         log(f"resuming {out} at epoch {epoch} (step {step} of {t.total_steps})")
 
     deadline = None if t.time_budget is None else t_start + t.time_budget - elapsed0
     t_train = time.perf_counter()
+    log_every = step_log_every(t.total_steps)
     bar = tqdm(total=t.total_steps, initial=step, disable=None if progress else True, unit="step", desc=f"train {config.model.variant}")
     epochs_this_call = 0
     augment = config.model.edge_inputs == "paper" and t.augment_shift > 0
@@ -173,7 +187,14 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
                                       f"{kept} in {out}: lower --lr (now {t.lr:g})")
             scheduler.step()
             step += 1
-            sums += torch.tensor([loss.item(), penalty.item()], dtype=torch.float64)
+            loss_value, penalty_value = loss.item(), penalty.item()
+            sums += torch.tensor([loss_value, penalty_value], dtype=torch.float64)
+            window = [window[0] + loss_value, window[1] + penalty_value, window[2] + 1]
+            if step % log_every == 0 or step == t.total_steps:
+                step_history.append({"step": step, "seconds": elapsed0 + time.perf_counter() - t_train,
+                                     "lr": scheduler.get_last_lr()[0], "train_loss": window[0] / window[2],
+                                     "train_penalty": window[1] / window[2]})
+                window = [0.0, 0.0, 0]
             bar.update(1)
             if k % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", pen=f"{penalty.item():.4f}")
@@ -190,8 +211,10 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
         ckpt.save(out / ckpt.CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "step": step, "epoch": epoch,
-            "elapsed": row["seconds"], "history": history, "config": config.to_dict(), "versions": ckpt.versions()})
+            "elapsed": row["seconds"], "history": history, "step_history": step_history, "step_window": window,
+            "config": config.to_dict(), "versions": ckpt.versions()})
         write_text(out / ckpt.HISTORY, history_csv(history))
+        write_text(out / STEP_HISTORY, step_history_csv(step_history))
         epochs_this_call += 1
         if max_epochs is not None and epochs_this_call >= max_epochs and step < t.total_steps:
             bar.close()
@@ -225,6 +248,14 @@ def history_csv(history: list[dict]) -> str:
     w.writeheader()
     for row in history:
         w.writerow({**row, "force_r2": " ".join(f"{x:.6f}" for x in row["force_r2"])})
+    return buf.getvalue()
+
+
+def step_history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=STEP_HISTORY_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
     return buf.getvalue()
 
 
