@@ -54,8 +54,8 @@ def normalise(expr) -> tuple[sp.Expr, sp.Expr]:
         terms = sp.Add.make_args(e)
         lead = max(terms, key=_lead_key)
         k, _ = lead.as_coeff_Mul()
-        if k == 0:
-            return sp.Integer(1), e
+        if k == 0 or float(k) == 1:  # nothing to divide by (a float 1.0 would turn exact terms into floats)
+            return sp.Integer(1), sp.Add(*[_unit(t) if t is lead else t for t in terms])
         # only the leading term's coefficient is exactly 1; the others stay constants to refit
         return k, sp.Add(*[_unit(t / k) if t is lead else t / k for t in terms])
     if e.is_Mul:
