@@ -264,3 +264,14 @@ def test_step_history_is_logged_every_few_steps_and_resumes_exactly(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(read(part)) == strip(read(whole))
     assert json.loads((whole / "config.json").read_text())["config"]["train"]["total_steps"] == 10
+
+
+def test_wall_time_includes_the_simulation_when_the_pipeline_recorded_it(spring_run, tmp_path):
+    record = spring_run.parent / "pipeline.json"
+    write_json(record, {"config": {}, "stage_seconds": {"simulate": 2.4}})
+    try:
+        md, _ = write_report(spring_run, tmp_path / "out")
+    finally:
+        record.unlink()
+    line = next(x for x in md.read_text().splitlines() if x.startswith("| wall time per stage"))
+    assert line.split("|")[2].strip().startswith("simulate 2 s, train 10 s") and "not counting" not in line

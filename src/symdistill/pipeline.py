@@ -81,16 +81,23 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
         raise SymdistillError(f"{out} already holds a finished run: choose another --out")
     t0 = time.perf_counter()
     law = get_law(c.system if c.potential is None else None, potential=c.potential)
-    write_json(out / "pipeline.json", {"config": asdict(c), "versions": versions()})
+    record = out / "pipeline.json"
+    stages = json.loads(record.read_text()).get("stage_seconds", {}) if record.exists() else {}
+    write_json(record, {"config": asdict(c), "versions": versions(), "stage_seconds": stages})
     data = out / "data"
     sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
     train_file, test_file = data / "train.h5", data / "test.h5"
+    fresh = not (train_file.exists() and test_file.exists())
     if not train_file.exists():  # a resumed run reuses its data
         simulate_to_file(train_file, law, config=SimulationConfig(n_sims=c.n_sims, seed=c.seed, **sim), progress=progress)
     if not test_file.exists():
         simulate_to_file(test_file, law, config=SimulationConfig(n_sims=c.test_sims, seed=c.seed + 1, **sim),
                          progress=progress)
-    log(f"simulated {law.describe()} ({time.perf_counter() - t0:.0f} s)")
+    simulate_seconds = time.perf_counter() - t0
+    log(f"simulated {law.describe()} ({simulate_seconds:.0f} s)")
+    if fresh:  # the report's header shows it (a resumed run reused its data and keeps its record)
+        write_json(record, {"config": asdict(c), "versions": versions(),
+                            "stage_seconds": {"simulate": round(simulate_seconds, 2)}})
     run_dir = out / "train"
     # A fixed number of steps, ten checkpoints; the time budget only caps it (train.max_steps).
     schedule = {"train.time_budget": c.train_seconds, "train.max_steps": c.steps,

@@ -15,7 +15,7 @@ from symdistill.simulate import open_dataset
 from symdistill.simulate.potentials import Law
 
 #: The stages in the order they run (distill.json stores its stage times sorted by name).
-_STAGES = ("train", "load and record", "edge search", "node search", "selection", "refit and snap",
+_STAGES = ("simulate", "train", "load and record", "edge search", "node search", "selection", "refit and snap",
            "verify and compare")
 _VERSIONS = ("symdistill", "python", "torch", "numpy", "sympy", "pyoperon")
 
@@ -62,6 +62,7 @@ def run_facts(run: Path, distill: dict | None, history: dict) -> RunFacts:
         facts.model = distill.get("model", facts.model)
         stamp = (run / "distill.json").stat().st_mtime
         facts.date = dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    facts.stage_seconds.update(_read_json(run.parent / "pipeline.json").get("stage_seconds") or {})
     if history.get("seconds"):
         facts.stage_seconds["train"] = float(history["seconds"][-1])
     facts.stage_seconds.update((distill or {}).get("stage_seconds") or {})
@@ -147,6 +148,6 @@ def _fact_rows(f: RunFacts) -> list[list]:
         total = sum(f.stage_seconds.values())
         order = sorted(f.stage_seconds, key=lambda k: _STAGES.index(k) if k in _STAGES else len(_STAGES))
         rows.append(["wall time per stage", ", ".join(f"{k} {f.stage_seconds[k]:.0f} s" for k in order)
-                     + f" (total {total:.0f} s" + (", not counting the simulation)" if f.law else ")")])
+                     + f" (total {total:.0f} s" + (", not counting the simulation)" if "simulate" not in f.stage_seconds else ")")])
     rows.append(["versions", ", ".join(f"{k} {f.versions[k]}" for k in _VERSIONS if k in f.versions)])
     return [r for r in rows if r[1] is not None]
