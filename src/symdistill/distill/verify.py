@@ -373,7 +373,9 @@ def _piecewise_ratio(g, f) -> bool | None:
         if (gc is sp.true) != (fc is sp.true):
             return False
         if gc is not sp.true:
-            if type(gc) is not type(fc) or sp.simplify(gc.lhs - fc.lhs) != 0 or \
+            if type(gc) is not type(fc) or not (gc.rhs.is_number and fc.rhs.is_number):
+                return None if type(gc) is type(fc) else False  # a threshold sympy cannot read as a number
+            if sp.simplify(gc.lhs - fc.lhs) != 0 or \
                     abs(float(gc.rhs) - float(fc.rhs)) > 1e-9 * max(1.0, abs(float(fc.rhs))):
                 return False
         if fv == 0 or gv == 0:
