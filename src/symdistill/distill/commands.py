@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--run", required=True, help="run folder written by `symdistill train`")
     p.add_argument("--search", help="structured (default) or plain")
     p.add_argument("--backend", help="operon (default), pysr or gplearn")
-    p.add_argument("--sr-budget", type=float, help="seconds of the edge formula search")
+    p.add_argument("--sr-budget", type=float,
+                   help="cap on the seconds of the edge formula search (default 60; 100,000 evaluations decide)")
     p.add_argument("--select", help="refit (default: the Pareto candidate whose refitted symbolic model "
                    "predicts held-out raw data best, simplest within 1.1x) or paper (the paper's rule)")
     p.add_argument("--trim-closest", type=float,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
+import torch
 
 from symdistill.distill.compose import PairForceModel
 from symdistill.distill.pareto import round_constants
@@ -177,7 +178,6 @@ def physical_scale(g, data: dict, dim: int) -> tuple[float | None, str]:
     """k of F = k g r_hat in the data's units, by least squares of m^p a on sum_j g u (p = 1:
     Newton's a = F / m; p = 0: g already carries the receiver's 1/m), with velocity columns for
     damping; (None, why) when neither explains the accelerations to 1%."""
-    import torch
     names = [sp.Symbol(f"s{c}") for c in range(dim)]
     model = PairForceModel(g, np.eye(dim), names, dim, trainable=False)
     t = {key: torch.as_tensor(v, dtype=torch.float64) for key, v in data.items()}
