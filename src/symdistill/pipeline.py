@@ -28,7 +28,7 @@ from symdistill.versions import versions
 #: the development laws only).
 TRAIN_STEPS = {2: 1500, 3: 3000}
 #: Default cap on the seconds of training per dimension: reached only on a slow or busy machine (the
-#: steps above take ~25 s in 2D and ~70 s in 3D on 2 quiet cores); then fewer steps are run, and said.
+#: steps above took 19-28 s in 2D and ~45 s in 3D on 2 quiet cores, 2026-12-01); then fewer steps are run, and said.
 TRAIN_CAP_SECONDS = {2: 300.0, 3: 600.0}
 
 
@@ -82,8 +82,9 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     t0 = time.perf_counter()
     law = get_law(c.system if c.potential is None else None, potential=c.potential)
     record = out / "pipeline.json"
-    stages = json.loads(record.read_text()).get("stage_seconds", {}) if record.exists() else {}
-    write_json(record, {"config": asdict(c), "versions": versions(), "stage_seconds": stages})
+    save_record = lambda stages: write_json(record, {"config": asdict(c), "versions": versions(),  # noqa: E731
+                                                     "stage_seconds": stages})
+    save_record(json.loads(record.read_text()).get("stage_seconds", {}) if record.exists() else {})
     data = out / "data"
     sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
     train_file, test_file = data / "train.h5", data / "test.h5"
@@ -96,8 +97,7 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     simulate_seconds = time.perf_counter() - t0
     log(f"simulated {law.describe()} ({simulate_seconds:.0f} s)")
     if fresh:  # the report's header shows it (a resumed run reused its data and keeps its record)
-        write_json(record, {"config": asdict(c), "versions": versions(),
-                            "stage_seconds": {"simulate": round(simulate_seconds, 2)}})
+        save_record({"simulate": round(simulate_seconds, 2)})
     run_dir = out / "train"
     # A fixed number of steps, ten checkpoints; the time budget only caps it (train.max_steps).
     schedule = {"train.time_budget": c.train_seconds, "train.max_steps": c.steps,

@@ -124,14 +124,13 @@ class PairForceModel(SymbolicModel):
     u = dx / (r - EPS): the form of the structured search (:mod:`symdistill.distill.structured`),
     with g's constants shared by every message component, so that refitting them refits *the law*.
 
-    ``scalar``: g in r, m1, m2, q1, q2; ``A`` [K, D]; ``trainable_scalar=False`` keeps g's constants
-    fixed (the map and the node formulas are still refitted)."""
+    ``scalar``: g in r, m1, m2, q1, q2; ``A`` [K, D]."""
 
     def __init__(self, scalar: sp.Expr, A, node_exprs: Sequence[sp.Expr], dim: int, *,
-                 trainable: bool = True, trainable_scalar: bool = True):
+                 trainable: bool = True):
         A = np.asarray(A, dtype=float)
         super().__init__([], node_exprs, dim, trainable=trainable, n_messages=A.shape[0])
-        self.g = TorchExpr(scalar, self.edge_vars, trainable=trainable and trainable_scalar)
+        self.g = TorchExpr(scalar, self.edge_vars, trainable=trainable)
         # A = A_unit * A_scale: Adam's steps are then relative to the map's size, as for the constants
         scale = float(np.abs(A).max()) or 1.0
         self.register_buffer("A_scale", torch.tensor(scale, dtype=torch.float64))

@@ -279,8 +279,8 @@ def _final_model(result: dict, c: DistillConfig, scalar, A, edge_exprs, node_cle
         result["final"] = None
         return symbolic, None
     law = final_law(scalar, A, node_clean, dim, fit, score, steps=c.refit_steps, seed=c.seed)
-    k, how = physical_scale(normalise(law.scalar)[1], score, dim)
     shape = normalise(law.scalar)[1]
+    k, how = physical_scale(shape, score, dim)
     result["formula"] = textbook(shape, k=k)
     result["final"] = law.to_dict() | {"k": k, "k_from": how}
     result["refit"] = {"held_out_mae_unsnapped": law.mae_unsnapped, "held_out_mae": law.mae}

@@ -206,11 +206,8 @@ def _fits(result: VerificationResult, phi_fn, law: Law, dim: int, o: VerifyOptio
         recv = {"m1": float(np.exp(rng.standard_normal()))}
         recv["q1"] = float(rng.choice([-1.0, 1.0])) if law.uses_charge else 0.0
         s = edge_samples(o.per_group, dim, seed=o.seed + 1 + g, charged=law.uses_charge, receiver=recv)
-        F, Y = true_force(law, dim, s), phi_fn(s)
-        ok_truth = np.all(np.isfinite(F), axis=1)
-        ok = ok_truth & np.all(np.isfinite(Y), axis=1)
-        bad += int((ok_truth & ~ok).sum())
-        F, Y = F[ok], Y[ok]
+        F, Y, n_bad = _evaluate_group(phi_fn, law, dim, s)
+        bad += n_bad
         mag2 = (F**2).sum(1)
         typical = np.median(mag2[mag2 > 0]) if np.any(mag2 > 0) else 1.0  # laws that vanish on a range
         w = 1.0 / (mag2 + typical)
@@ -239,6 +236,15 @@ def _fits(result: VerificationResult, phi_fn, law: Law, dim: int, o: VerifyOptio
         result.factor_m1_power = float(np.polyfit(np.log(m1), np.log(np.abs(h)), 1)[0])
     checks.extend(_span(A, dim, o))
     result.fits = all(c.passed for c in checks)
+
+
+def _evaluate_group(phi_fn, law: Law, dim: int, samples) -> tuple[np.ndarray, np.ndarray, int]:
+    """True forces and formula values on the edges where both are finite, and the number of edges
+    where the truth is finite but the formulas are not."""
+    F, Y = true_force(law, dim, samples), phi_fn(samples)
+    ok_truth = np.all(np.isfinite(F), axis=1)
+    ok = ok_truth & np.all(np.isfinite(Y), axis=1)
+    return F[ok], Y[ok], int((ok_truth & ~ok).sum())
 
 
 def _common_map(maps) -> tuple[np.ndarray, np.ndarray, float]:
@@ -292,14 +298,11 @@ def _exact(result: VerificationResult, phi_fn, law: Law, dim: int, o: VerifyOpti
     maps, spreads, bad, worst = [], [], 0, ""
     for g, m1 in enumerate(m1s):
         recv = {"m1": float(m1), "q1": 1.0 if g % 2 == 0 else -1.0}
-        s = wide_grid(dim, recv, o, o.seed + 100 + g)
-        F, Y = true_force(law, dim, s), phi_fn(s)
-        ok_truth = np.all(np.isfinite(F), axis=1)
-        ok = ok_truth & np.all(np.isfinite(Y), axis=1)
-        bad += int((ok_truth & ~ok).sum())
-        A_g, b_g, _ = _weighted_affine(F[ok], Y[ok], np.ones(int(ok.sum())))
+        F, Y, n_bad = _evaluate_group(phi_fn, law, dim, wide_grid(dim, recv, o, o.seed + 100 + g))
+        bad += n_bad
+        A_g, b_g, _ = _weighted_affine(F, Y, np.ones(len(F)))
         maps.append(A_g)
-        spread, where = _ratio_spread(F[ok] @ A_g.T, Y[ok] - b_g, o.zero_fraction)
+        spread, where = _ratio_spread(F @ A_g.T, Y - b_g, o.zero_fraction)
         spreads.append(spread)
         if spread >= max(spreads):
             worst = f"worst: component {where[0]} at m1={m1:.3g}, q1={recv['q1']:g}, {where[1]}"
