@@ -16,6 +16,20 @@ Baselines (no network):
   judged by its relative error on held-out states ("exact" would need < 1e-6: it never is).
 
 Prints one row per case and writes ``recovery.json`` and ``recovery.md`` in --out.
+
+The map of methods (issue 11): ``--map`` runs `symdistill run` with ``--method library``,
+``network`` and ``auto`` on every chosen case at every ``--noise`` level (positions observed with
+that relative noise, accelerations estimated from them; 0: exact accelerations) and writes
+``map.json`` / ``map.md``:
+
+    .venv/bin/python benchmarks/recovery.py --map --noise 0 0.01 0.05 --out runs/map
+
+All three methods of a (case, noise) cell read the same simulated files (simulated once; their
+seconds are reported apart and left out of every method's time). ``auto`` is run for real where
+the library explains the data; where it does not, ``auto`` is its library leg followed by exactly
+the network run (same data, seed and counted steps/evaluations), so its row is the library run's
+verdict + the network run's result and the sum of their times, not a second training
+(``--real-auto`` runs it anyway).
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ from symdistill.distill.session import DistillConfig
 from symdistill.distill.sr import SymbolicRegression, evaluate
 from symdistill.distill.verify import verify
 from symdistill.io import write_json, write_text
-from symdistill.pipeline import PipelineConfig, run_pipeline
+from symdistill.pipeline import PipelineConfig, run_pipeline, simulate_data
 from symdistill.simulate import simulate
 from symdistill.simulate.catalogue import SETS, Case
 
@@ -90,6 +104,91 @@ def network(case: Case, model: str, out: Path) -> dict:
             "seconds": time.perf_counter() - t0, "comparison": r.get("comparison")}
 
 
+def _noise_tag(noise: float) -> str:
+    return "exact" if noise == 0 else f"noise{noise:g}"
+
+
+def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, model: str | None = None) -> dict:
+    """One (case, noise) cell of the map: library, network and auto, on shared data."""
+    import os
+
+    tag = f"{case.name}-{_noise_tag(noise)}"
+    base = dict(system=case.system, potential=case.potential, dim=case.dim, noise=None if noise == 0 else noise,
+                **({"model": model} if model else {}))
+    data = out / "data" / tag
+    t0 = time.perf_counter()
+    simulate_data(PipelineConfig(**base), data)  # once, with the pipeline's own sizes and seeds
+    simulate_seconds = time.perf_counter() - t0
+    cell = {"case": case.name, "dim": case.dim, "noise": noise, "simulate_seconds": simulate_seconds}
+
+    def one(method: str) -> dict:
+        folder = out / f"{tag}-{method}"
+        if (folder / "result.json").exists():
+            import json
+
+            r = json.loads((folder / "result.json").read_text())
+            return {"exact": bool(r.get("recovered")), "found_by": r.get("found_by"), "formula": r.get("formula"),
+                    "seconds": r.get("seconds"), "error": None, "reused": True}
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        for f in ("train.h5", "test.h5"):
+            if not (folder / "data" / f).exists():
+                os.link(data / f, folder / "data" / f)
+        try:
+            r = run_pipeline(folder, PipelineConfig(**base, method=method), progress=False, log=lambda *x, **k: None)
+            err = None
+        except Exception as e:  # noqa: BLE001 - a failed case is a result, not the end of the benchmark
+            r, err = {}, f"{type(e).__name__}: {e}"
+        return {"exact": bool(r.get("recovered")), "found_by": r.get("found_by"), "formula": r.get("formula"),
+                "seconds": r.get("seconds"), "error": err,
+                "library_reason": (r.get("library") or {}).get("reason")}
+
+    cell["library"] = one("library")
+    cell["network"] = one("network")
+    lib_explains = cell["library"]["found_by"] == "library"
+    if lib_explains or real_auto:
+        cell["auto"] = one("auto")
+    else:
+        lib, net = cell["library"], cell["network"]
+        cell["auto"] = {"exact": net["exact"], "found_by": "network", "formula": net["formula"],
+                        "seconds": (lib["seconds"] or 0) + (net["seconds"] or 0), "error": net["error"],
+                        "composed": True}
+    return cell
+
+
+def map_markdown(cells: list[dict]) -> str:
+    lines = ["| case | noise | library | s | network | s | auto | s | auto's law |", "|---|---|---|---|---|---|---|---|---|"]
+    yes = lambda r: "exact" if r["exact"] else ("error" if r.get("error") else "no")  # noqa: E731
+    for c in cells:
+        lib, net, auto = c["library"], c["network"], c["auto"]
+        sec = lambda r: "" if r.get("seconds") is None else f"{r['seconds']:.0f}"  # noqa: E731
+        lines.append(f"| {c['case']} | {c['noise']:g} | {yes(lib)} | {sec(lib)} | {yes(net)} | {sec(net)} | "
+                     f"{yes(auto)} ({auto.get('found_by') or '-'}{', composed' if auto.get('composed') else ''}) | "
+                     f"{sec(auto)} | `{auto.get('formula')}` |")
+    lines += ["", "| noise | library exact | network exact | auto exact | cells |", "|---|---|---|---|---|"]
+    for noise in sorted({c["noise"] for c in cells}):
+        sel = [c for c in cells if c["noise"] == noise]
+        count = lambda m: sum(c[m]["exact"] for c in sel)  # noqa: E731
+        lines.append(f"| {noise:g} | {count('library')} | {count('network')} | {count('auto')} | {len(sel)} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_map(a) -> None:
+    out = Path(a.out)
+    sets = ["development", "held-out"] if a.set == "all" else [a.set]
+    cases = [c for name in sets for c in SETS[name] if not a.cases or c.name in a.cases]
+    cells = []
+    print(f"{'case':18s} {'noise':>6s} | {'library':>7s} {'s':>4s} | {'network':>7s} {'s':>4s} | {'auto':>7s} {'s':>4s}")
+    for noise in a.noise:
+        for case in cases:
+            c = map_cell(case, noise, out, real_auto=a.real_auto)
+            cells.append(c)
+            row = " | ".join(f"{('exact' if c[m]['exact'] else 'no'):>7s} {c[m]['seconds'] or float('nan'):4.0f}"
+                             for m in ("library", "network", "auto"))
+            print(f"{case.name:18s} {noise:6g} | {row}   {c['auto'].get('formula')}", flush=True)
+            write_json(out / "map.json", cells)
+            write_text(out / "map.md", map_markdown(cells))
+
+
 def _cell(row: dict | None) -> str:
     if not row:
         return "-"
@@ -119,7 +218,14 @@ def main():
     ap.add_argument("--held-out-models", nargs="*", default=[PipelineConfig().model],
                     help="models run on the held-out set (default: the pipeline's default model)")
     ap.add_argument("--baselines", nargs="*", default=["sparse", "sr-only"])
+    ap.add_argument("--map", action="store_true", help="the map of methods (library, network, auto) by noise")
+    ap.add_argument("--noise", nargs="*", type=float, default=[0.0, 0.01, 0.05],
+                    help="--map: relative position noise levels (0: exact accelerations)")
+    ap.add_argument("--real-auto", action="store_true", help="--map: run auto for real even where it is composed")
     a = ap.parse_args()
+    if a.map:
+        run_map(a)
+        return
     out = Path(a.out)
     sets = ["development", "held-out"] if a.set == "all" else [a.set]
     evaluations = DistillConfig().sr_evaluations

@@ -14,12 +14,13 @@ def test_run_recovers_spring_2d_end_to_end(tmp_path):
     # the same on any machine, however loaded (~1 min on 2 quiet cores).
     proc = subprocess.run(
         [sys.executable, "-m", "symdistill.cli", "run", "--system", "spring", "--dim", "2",
-         "--out", str(out), "--json"],
+         "--method", "network", "--out", str(out), "--json"],
         capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert isinstance(result["formula"], str) and isinstance(result["truth"], str)
     assert isinstance(result["seconds"], float)
+    assert result["found_by"] == "network" and result["library"] is None  # --method network: no library fit
     # the verdict is the strict one, on the printed (final) law, which is the spring's form
     assert result["recovered"] is True and result["fits"] is True, result
     assert result["formula"].startswith("F = -k (r - 1) r̂"), result["formula"]

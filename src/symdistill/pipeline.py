@@ -1,7 +1,10 @@
 """End-to-end commands.
 
-``run``: simulate -> train -> distill -> verify -> report in one run folder (the main job; ``make
-demo`` runs it for spring-2D). ``demo`` is kept as the quick simulation-only look at a system.
+``run``: simulate -> library fit -> (if the library does not explain the data) train -> distill ->
+verify -> report, in one run folder (the main job; ``make demo`` runs it for spring-2D). ``--method``
+chooses the path: ``auto`` (default: the library fit first, :mod:`symdistill.library`, the network
+only when the library does not explain the data), ``library`` or ``network``. ``demo`` is kept as
+the quick simulation-only look at a system.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from symdistill.distill.session import DistillConfig, distill_run
 from symdistill.errors import SymdistillError, check_dim, check_positive
 from symdistill.io import write_json
+from symdistill.library import LibraryConfig, check_method, fit_library, write_library_run
 from symdistill.report.run_report import write_report
 from symdistill.report.trajectories import plot_trajectories
 from symdistill.simulate import SimulationConfig, get_law, open_dataset, simulate_to_file
@@ -56,8 +60,16 @@ class PipelineConfig:
     sr_budget: float | None = None     # cap on the seconds of the edge search (None: DistillConfig's)
     node_budget: float | None = None   # cap on the seconds of each node-model search
     seed: int = 0
+    method: str = "auto"               # auto, library or network (module docstring)
+    library_terms: tuple[str, ...] = ()  # the user's extra library terms of g, formula strings
+    noise: float | None = None         # observe positions only, with this relative noise (None: exact data)
 
     def __post_init__(self):
+        object.__setattr__(self, "library_terms", tuple(self.library_terms))
+        check_method(self.method)
+        LibraryConfig(terms=self.library_terms)  # a bad term fails before any simulation
+        if self.noise is not None and not self.noise >= 0:
+            raise SymdistillError(f"`noise` must be >= 0, a fraction of the position scale (got {self.noise})")
         for name in ("n_sims", "n_steps", "test_sims", "step_stride"):
             check_positive(name, getattr(self, name))
         for name in ("time_budget", "train_steps", "sr_evaluations", "sr_budget", "node_budget"):
@@ -74,6 +86,20 @@ class PipelineConfig:
         return TRAIN_CAP_SECONDS[self.dim] if self.time_budget is None else self.time_budget
 
 
+def simulate_data(c: PipelineConfig, data: Path, law=None, *, progress: bool = False) -> tuple[Path, Path]:
+    """The run's training and test files in the folder ``data`` (simulated unless already there: a
+    resumed run reuses its data); returns their paths."""
+    law = law or get_law(c.system if c.potential is None else None, potential=c.potential)
+    sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
+    observe = {} if c.noise is None else {"noise": c.noise}  # positions only, derivatives estimated
+    files = data / "train.h5", data / "test.h5"
+    for path, n_sims, seed in ((files[0], c.n_sims, c.seed), (files[1], c.test_sims, c.seed + 1)):
+        if not path.exists():
+            simulate_to_file(path, law, config=SimulationConfig(n_sims=n_sims, seed=seed, **sim),
+                             progress=progress, **observe)
+    return files
+
+
 def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = True, log=print) -> dict:
     c = config or PipelineConfig()
     out = Path(out)
@@ -85,19 +111,23 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     save_record = lambda stages: write_json(record, {"config": asdict(c), "versions": versions(),  # noqa: E731
                                                      "stage_seconds": stages})
     save_record(json.loads(record.read_text()).get("stage_seconds", {}) if record.exists() else {})
-    data = out / "data"
-    sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
-    train_file, test_file = data / "train.h5", data / "test.h5"
-    fresh = not (train_file.exists() and test_file.exists())
-    if not train_file.exists():  # a resumed run reuses its data
-        simulate_to_file(train_file, law, config=SimulationConfig(n_sims=c.n_sims, seed=c.seed, **sim), progress=progress)
-    if not test_file.exists():
-        simulate_to_file(test_file, law, config=SimulationConfig(n_sims=c.test_sims, seed=c.seed + 1, **sim),
-                         progress=progress)
+    fresh = not all((out / "data" / f).exists() for f in ("train.h5", "test.h5"))
+    train_file, test_file = simulate_data(c, out / "data", law, progress=progress)
     simulate_seconds = time.perf_counter() - t0
     log(f"simulated {law.describe()} ({simulate_seconds:.0f} s)")
     if fresh:  # the report's header shows it (a resumed run reused its data and keeps its record)
         save_record({"simulate": round(simulate_seconds, 2)})
+    library = None
+    if c.method in ("auto", "library"):
+        library = fit_library(train_file, test_file, LibraryConfig(terms=c.library_terms, seed=c.seed),
+                              law=law, dim=c.dim)
+        _, library_png = write_library_run(out / "library", library, law=law)
+        log(f"library fit ({library.seconds:.1f} s): {library.formula}: {library.reason}")
+        if c.method == "library" or library.explains:
+            result = _library_result(library, law, c, out, library_png, time.perf_counter() - t0)
+            write_json(out / "result.json", result)
+            return result
+        log("the library does not explain the data: the network path runs")
     run_dir = out / "train"
     # A fixed number of steps, ten checkpoints; the time budget only caps it (train.max_steps).
     schedule = {"train.time_budget": c.train_seconds, "train.max_steps": c.steps,
@@ -114,7 +144,8 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     result = distill_run(run_dir, dc, log=log)
     md, html = write_report(run_dir)
     search = result.get("search") or {}
-    result = {"formula": result["formula"], "truth": result.get("truth"), "recovered": result.get("recovered"),
+    result = {"method": c.method, "found_by": "network", "library": None if library is None else library.to_dict(),
+              "formula": result["formula"], "truth": result.get("truth"), "recovered": result.get("recovered"),
               "fits": result.get("fits"), "seconds": time.perf_counter() - t0, "force_r2": result.get("force_r2"),
               "summary": (result.get("verification") or {}).get("summary"),
               "edge_formulas": result["edge_formulas"], "node_formulas": result["node_formulas"],
@@ -125,6 +156,21 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
                           if x["kept"]]}
     write_json(out / "result.json", result)
     return result
+
+
+def _library_result(library, law, c: PipelineConfig, out: Path, png: Path, seconds: float) -> dict:
+    """result.json of a run that stops at the library path."""
+    from symdistill.distill.snap import truth_textbook
+
+    v = library.verification or {}
+    return {"method": c.method, "found_by": "library" if library.explains else None,
+            "library": library.to_dict(), "formula": library.formula,
+            "truth": truth_textbook(law) if law is not None and law.has_truth else None,
+            "recovered": library.recovered, "fits": v.get("fits"), "seconds": seconds, "summary": v.get("summary"),
+            "edge_formulas": [str(e) for e in library.force_formulas(c.dim)],
+            "node_formulas": library.node_terms, "comparison": {}, "report": str(png), "run": str(out),
+            "search_formula": library.searched, "search_exact": None,
+            "snapped": [f"{x['value']:g} -> {x['to']}" for x in library.snaps if x["kept"]]}
 
 
 def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
@@ -149,8 +195,10 @@ def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
 
 def _run(args) -> int:
     fields = {k: getattr(args, k) for k in ("dim", "n_bodies", "n_sims", "model", "edge_inputs", "time_budget",
-                                           "sr_budget", "seed", "train_steps", "sr_evaluations")
+                                           "sr_budget", "seed", "train_steps", "sr_evaluations", "method", "noise")
               if getattr(args, k) is not None}
+    if args.library_term:
+        fields["library_terms"] = tuple(args.library_term)
     if args.potential:
         fields.update(system=None, potential=args.potential)
     elif args.system:
@@ -169,12 +217,21 @@ def _run(args) -> int:
                False: "no" + (" (it fits the data, but is not the law)" if result.get("fits") else ""),
                None: "unknown (no ground truth)"}[result["recovered"]]
     print(f"  recovered:  {verdict}   ({result['seconds']:.0f} s)")
+    lib = result.get("library")
+    if result.get("found_by") == "library":
+        print(f"  found by:   the library path (sparse pair-force regression, {lib['seconds']:.1f} s): {lib['reason']}")
+    elif lib is not None:
+        print(f"  library:    {lib['formula']}   (not the answer: {lib['reason']})")
+        if result.get("found_by") == "network":
+            print("  found by:   the network path")
+        else:
+            print("              try --method auto or network")
     if result["recovered"] is not None and not result["recovered"] and result.get("summary"):
         print(f"              {result['summary']}")
     if result.get("search_formula"):
         print(f"  searched:   F = {result['search_formula']}"
               + (f"   (snapped: {', '.join(result['snapped'])})" if result.get("snapped") else ""))
-    for k, v in result["comparison"].items():
+    for k, v in (result.get("comparison") or {}).items():
         print(f"  MAE {k:22s} network {v['network']:.4g}   formula {v['formula']:.4g}")
     print(f"  report: {result['report']}")
     return 0
@@ -202,6 +259,14 @@ def register(sub) -> None:
     p.add_argument("--train-steps", type=int, help="training steps (default 1500 in 2D, 3000 in 3D)")
     p.add_argument("--sr-evaluations", type=int,
                    help="evaluations of the edge search (default 100000; node searches: a quarter each)")
+    p.add_argument("--method", help="auto (default: the library fit first, the network where it fails), "
+                                    "library or network")
+    p.add_argument("--library-term", action="append", metavar="TERM",
+                   help="an extra candidate term of the pair law g(r, m1, m2, q1, q2), e.g. 'q1*q2*exp(-r)/r' "
+                        "(repeatable; parsed as a formula, never run as code)")
+    p.add_argument("--noise", type=float,
+                   help="observe positions only, with Gaussian noise of this size relative to the position "
+                        "scale (e.g. 0.01); accelerations are then estimated from them")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true")

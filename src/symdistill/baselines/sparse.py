@@ -73,10 +73,10 @@ class SparsePairRegression:
     def fit(self, pos, vel, acc, mass, charge) -> SparsePairRegression:
         self._check_options()
         pos, vel, acc, mass, charge = _check_arrays(pos=pos, vel=vel, acc=acc, mass=mass, charge=charge)
-        X = self._design(pos, vel, mass, charge)
+        X = self.design(pos, vel, mass, charge)
         force = mass[..., None] * acc
         y = force.reshape(-1)
-        sw = np.repeat(np.sqrt(self._body_weights(force)), pos.shape[2])
+        sw = np.repeat(np.sqrt(self.body_weights(force)), pos.shape[2])
         self.coef_ = _stlsq(X * sw[:, None], y * sw, self.threshold)
         self.support_ = np.flatnonzero(self.coef_)
         self.terms_ = [sp.sstr(t) for t in self.library] + [sp.sstr(w * sp.Symbol("v")) for w in self.velocity_terms]
@@ -99,14 +99,14 @@ class SparsePairRegression:
             raise SymdistillError(f"`threshold` must be in [0, 1) (got {self.threshold})")
         check_positive("digits", self.digits)
 
-    def _body_weights(self, force: np.ndarray) -> np.ndarray:
+    def body_weights(self, force: np.ndarray) -> np.ndarray:
         f2 = (force**2).sum(-1).reshape(-1)
         if self.weighting == "none":
             return np.ones_like(f2)
         typical = np.median(f2[f2 > 0]) if np.any(f2 > 0) else 1.0
         return 1.0 / (f2 + typical)
 
-    def _design(self, pos, vel, mass, charge) -> np.ndarray:
+    def design(self, pos, vel, mass, charge) -> np.ndarray:
         """Columns [B*N*D, K]: each term's total force on each body, then the velocity terms."""
         d = pos[:, :, None, :] - pos[:, None, :, :]  # receiver minus sender
         dist = np.sqrt((d**2).sum(-1))
@@ -136,7 +136,7 @@ class SparsePairRegression:
         """Accelerations [B, N, D] from the fitted (unrounded) coefficients."""
         self._require_fit()
         pos, vel, mass, charge = _check_arrays(pos=pos, vel=vel, mass=mass, charge=charge)
-        force = self._design(pos, vel, mass, charge) @ self.coef_
+        force = self.design(pos, vel, mass, charge) @ self.coef_
         return force.reshape(pos.shape) / mass[..., None]
 
     def _require_fit(self) -> None:

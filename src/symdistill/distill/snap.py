@@ -166,8 +166,15 @@ def textbook(g, *, k: float | None = None) -> str:
         body = f"{{{branches}}}"
     else:
         body = f"({_text(shape)})" if shape.is_Add else _text(shape)
-    out = f"F = {'-' if negative else ''}k {body} r̂"
+    body = "" if shape == 1 else body + " "  # a constant force: F = -k r̂
+    out = f"F = {'-' if negative else ''}k {body}r̂"
     return out if k is None else f"{out},  k = {abs(k):.4g}"
+
+
+def truth_textbook(law) -> str:
+    """The law's own force in the same textbook form as a discovered one."""
+    k, shape = normalise(law.force_magnitude_expr())
+    return textbook(shape, k=float(k))
 
 
 def _text(e) -> str:

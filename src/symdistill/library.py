@@ -1,0 +1,355 @@
+"""The library path: a sparse pair-force fit that answers in seconds when the law is in its library.
+
+``run`` tries it first (``--method auto``, the default). The same central pair-force prior as the
+network path, written linearly in a library of candidate terms (:mod:`symdistill.baselines.sparse`:
+40 terms r^-3..r^3 and log r times 1, m2, m1 m2, q2, q1 q2, plus the user's own terms):
+
+    m_i a_i = sum_{j != i} g(r_ij, m_i, m_j, q_i, q_j) u_ij + sum_k b_k w_k(m_i) v_i.
+
+The fit **explains the data** only when both hold, neither of which needs the truth:
+
+1. *noise-level residual*: on held-out simulations (the test file) the weighted relative residual
+   of the forces is at most :data:`RESIDUAL_FLOOR` + :data:`NOISE_FACTOR` x the residual the data's
+   own noise alone would give (0 for exact accelerations; for observed positions, the acceleration
+   noise estimated from the data, the file's ``acc_noise_estimate``);
+2. *a stable form*: fitted separately on the two halves of the training simulations, the library
+   picks the same terms.
+
+If it does not, ``auto`` runs the network path and reports both. Measured on the development laws
+(docs/benchmarks.md, "Library or network"): exact data gives residuals ~1e-15 for laws in the library
+and 0.2-0.35 for the discontinuous law, which is not.
+
+The printed law is snapped like the network path's (:mod:`symdistill.distill.snap`): each ratio of
+a coefficient to the leading one is tried at simple values (0 drops the term), the others refitted
+by weighted least squares, and kept when the held-out residual does not grow by more than
+:data:`~symdistill.distill.snap.SNAP_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from symdistill.baselines.sparse import LIBRARY, THRESHOLD, SparsePairRegression
+from symdistill.distill.snap import SNAP_TOLERANCE, _lead_key, candidates, textbook
+from symdistill.errors import SymdistillError, check_positive
+from symdistill.expr import parse_formula
+from symdistill.simulate.dataset import open_dataset
+from symdistill.simulate.potentials import EDGE_VARIABLES, EPS, PAIR_VARIABLES, SYM, Law
+
+#: Weighted relative residual that exact data may leave (integration and float error are ~1e-15;
+#: the discontinuous law, outside the library, leaves 0.2-0.35).
+RESIDUAL_FLOOR = 0.01
+#: How much more than the noise alone a law that explains the data may leave (the acceleration
+#: estimate's smoothing bias comes on top of its noise). Chosen on the development laws only.
+NOISE_FACTOR = 1.5
+#: Snapshots read for the fit and for the held-out check: enough for a 40-term linear fit, small
+#: enough for a design matrix of ~100 MB.
+MAX_SNAPSHOTS = 10_000
+METHODS = ("auto", "library", "network")
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """``terms``: the user's extra candidate terms of g, as formula strings in r, m1, m2, q1, q2
+    (parsed safely, never evaluated as Python); ``builtin``: keep the default 40-term library."""
+
+    terms: tuple[str, ...] = ()
+    builtin: bool = True
+    threshold: float = THRESHOLD
+    max_snapshots: int = MAX_SNAPSHOTS
+    residual_floor: float = RESIDUAL_FLOOR
+    noise_factor: float = NOISE_FACTOR
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "terms", tuple(self.terms))
+        check_positive("max_snapshots", self.max_snapshots)
+        check_positive("noise_factor", self.noise_factor)
+        if not 0 <= self.threshold < 1:
+            raise SymdistillError(f"`threshold` must be in [0, 1) (got {self.threshold})")
+        if not self.builtin and not self.terms:
+            raise SymdistillError("An empty library: give terms (--library-term) or keep the built-in one")
+        self.library()  # parse now: a bad term fails before any work
+
+    def library(self) -> tuple[sp.Expr, ...]:
+        user = []
+        for text in self.terms:
+            expr = parse_formula(text, PAIR_VARIABLES, what="library term")
+            if expr.is_number:
+                expr = sp.Integer(1)  # a constant term is the term 1 (its coefficient is fitted)
+            user.append(expr)
+        base = LIBRARY if self.builtin else ()
+        seen = {sp.srepr(t) for t in base}
+        return tuple(base) + tuple(t for t in user if sp.srepr(t) not in seen)
+
+
+@dataclass
+class LibraryResult:
+    """What the library path found and how it was judged. ``scalar``: g of F = g r_hat (snapped);
+    ``residual``/``noise_residual``: held-out weighted relative residual of the forces, and the part
+    the data's noise explains; ``stable``: both halves of the training data picked the same terms."""
+
+    scalar: sp.Expr
+    formula: str
+    node_terms: dict[str, float]
+    terms: int
+    residual: float
+    noise_residual: float
+    threshold: float
+    stable: bool
+    explains: bool
+    reason: str
+    seconds: float
+    searched: str = ""
+    snaps: list[dict] = field(default_factory=list)
+    verification: dict | None = None
+
+    @property
+    def recovered(self) -> bool | None:
+        return None if self.verification is None else bool(self.verification["exact"])
+
+    def force_formulas(self, dim: int) -> list[sp.Expr]:
+        return [self.scalar * SYM[c] / (SYM["r"] - EPS) for c in EDGE_VARIABLES[:dim]]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scalar"] = sp.sstr(self.scalar)
+        d["recovered"] = self.recovered
+        return d
+
+
+def _flatten(block: dict) -> tuple[np.ndarray, ...]:
+    """[S, T, N, D] blocks of a dataset read -> [S*T, N, D] snapshots (mass and charge repeated)."""
+    steps = block["pos"].shape[1]
+    flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
+    return (flat(block["pos"]), flat(block["vel"]), flat(block["acc"]),
+            np.repeat(block["mass"], steps, axis=0), np.repeat(block["charge"], steps, axis=0))
+
+
+def read_snapshots(path, max_snapshots: int, seed: int = 0) -> tuple[tuple[np.ndarray, ...], np.ndarray, float]:
+    """Up to ``max_snapshots`` states of a dataset, spread over its simulations and steps: the arrays
+    (pos, vel, acc, mass, charge), each snapshot's simulation index, and the file's acceleration
+    noise estimate (0 when its accelerations are exact)."""
+    with open_dataset(path) as ds:
+        if not ds.has_acc:
+            raise SymdistillError(f"{path} has no accelerations: estimate them with `symdistill derive`")
+        per_sim = max(1, min(ds.n_steps, 25))
+        n_sims = int(min(ds.n_sims, max(2, max_snapshots // per_sim)))
+        sims = np.sort(np.random.default_rng(seed).choice(ds.n_sims, n_sims, replace=False))
+        steps = np.unique(np.linspace(0, ds.n_steps - 1, per_sim).round().astype(int))
+        block = ds.read(sims, fields=("pos", "vel", "acc"))
+        block = {k: (v[:, steps] if v.ndim == 4 else v) for k, v in block.items()}
+        noise = float(ds.attrs.get("acc_noise_estimate", 0.0))
+    return _flatten(block), np.repeat(np.arange(n_sims), len(steps)), noise
+
+
+def _residual(X, coef, F, w) -> float:
+    err = (X @ coef).reshape(F.shape) - F
+    return float(np.sqrt((w * (err**2).sum(-1)).sum() / max((w * (F**2).sum(-1)).sum(), 1e-300)))
+
+
+def _noise_residual(F, mass, w, noise: float) -> float:
+    """The residual a law that explains the data leaves from the accelerations' noise alone."""
+    if noise <= 0:
+        return 0.0
+    var = (mass**2) * noise**2 * F.shape[-1]
+    return float(np.sqrt((w * var).sum() / max((w * (F**2).sum(-1)).sum(), 1e-300)))
+
+
+def _weighted_lstsq(X, F, w, columns) -> np.ndarray:
+    sw = np.repeat(np.sqrt(w.reshape(-1)), F.shape[-1])
+    return np.linalg.lstsq(X[:, columns] * sw[:, None], F.reshape(-1) * sw, rcond=None)[0]
+
+
+def _snap(model: SparsePairRegression, fit, score) -> tuple[np.ndarray, list[dict]]:
+    """Snap ratios of coefficients of g to the leading one (module docstring); returns the new
+    coefficient vector and every attempt."""
+    n = len(model.library)
+    coef = model.coef_.copy()
+    pair = [k for k in model.support_ if k < n]
+    if len(pair) < 2:
+        return coef, []
+    lead = max(pair, key=lambda k: _lead_key(model.library[k]))
+    Xf, Ff, wf = fit
+    Xs, Fs, ws = score
+    base = _residual(Xs, coef, Fs, ws)
+    fixed: dict[int, float] = {}
+    snaps = []
+
+    def refit(trial: dict[int, float]) -> np.ndarray:
+        free = [k for k in model.support_ if k != lead and k not in trial]
+        combined = Xf[:, lead] + sum((v * Xf[:, k] for k, v in trial.items()), np.zeros(len(Xf)))
+        A = np.column_stack([combined] + [Xf[:, k] for k in free])
+        sw = np.repeat(np.sqrt(wf.reshape(-1)), Ff.shape[-1])
+        sol = np.linalg.lstsq(A * sw[:, None], Ff.reshape(-1) * sw, rcond=None)[0]
+        out = np.zeros_like(coef)
+        out[lead] = sol[0]
+        for k, v in trial.items():
+            out[k] = v * sol[0]
+        out[free] = sol[1:]
+        return out
+
+    order = sorted((k for k in pair if k != lead),
+                   key=lambda k: min((abs(coef[k] / coef[lead] - float(c)) for c in candidates(coef[k] / coef[lead])),
+                                     default=np.inf))
+    for k in order:
+        ratio = float(coef[k] / coef[lead])
+        if isinstance(_simple(ratio), sp.Rational):
+            continue  # already a simple value (exact data): _scalar writes it exactly
+        for cand in candidates(ratio):
+            trial = refit({**fixed, k: float(cand)})
+            err = _residual(Xs, trial, Fs, ws)
+            kept = bool(np.isfinite(err) and err <= base * (1 + SNAP_TOLERANCE) + 1e-12)
+            snaps.append({"term": sp.sstr(model.library[k]), "value": round(ratio, 6), "to": sp.sstr(cand),
+                          "held_out_residual": err, "kept": kept})
+            if kept:
+                fixed[k], coef = float(cand), trial
+                break
+    return coef, snaps
+
+
+def _scalar(model: SparsePairRegression, coef: np.ndarray, snaps_kept: dict[str, str]) -> tuple[float, sp.Expr]:
+    """(c, shape) with g = c * shape, shape = phi_lead + sum_k rho_k phi_k, snapped ratios exact (kept
+    apart: sympy would distribute c over the sum and turn -1 into -1.0)."""
+    n = len(model.library)
+    terms = [k for k in np.flatnonzero(coef) if k < n]
+    if not terms:
+        return 0.0, sp.Integer(0)
+    lead = max(terms, key=lambda k: _lead_key(model.library[k]))
+    c = float(f"{coef[lead]:.4g}")
+    inner = sp.Integer(0)
+    for k in terms:
+        name = sp.sstr(model.library[k])
+        rho = (sp.Integer(1) if k == lead else sp.nsimplify(snaps_kept[name]) if name in snaps_kept
+               else _simple(coef[k] / coef[lead]))
+        inner += rho * model.library[k]
+    return c, inner
+
+
+def _simple(value: float) -> sp.Expr:
+    """A ratio that already is a simple value (an integer or a fraction of 2, 3 or 4, to 1e-9) as that
+    exact number; otherwise rounded to 4 digits."""
+    for q in (1, 2, 3, 4):
+        if abs(value * q - round(value * q)) < 1e-9 * q:
+            return sp.Rational(round(value * q), q)
+    return sp.Float(f"{value:.4g}")
+
+
+def fit_library(train, test, config: LibraryConfig | None = None, *, law: Law | None = None,
+                dim: int | None = None) -> LibraryResult:
+    """Fit the library on ``train`` (a dataset file), judge it on ``test`` (another file of other
+    simulations); ``law``: the truth, when known, for the strict verdict (which does not decide
+    ``explains``)."""
+    c = config or LibraryConfig()
+    t0 = time.perf_counter()
+    data, sim_index, noise = read_snapshots(train, c.max_snapshots, c.seed)
+    held, _, held_noise = read_snapshots(test, c.max_snapshots, c.seed + 1)
+    dim = dim or data[0].shape[-1]
+    model = SparsePairRegression(c.library(), threshold=c.threshold).fit(*data)
+    searched = sp.sstr(model.scalar_)
+    halves = []
+    for k in (0, 1):
+        part = sim_index % 2 == k
+        halves.append(SparsePairRegression(c.library(), threshold=c.threshold).fit(*(a[part] for a in data)))
+    stable = set(halves[0].support_) == set(halves[1].support_)
+
+    def prepared(arrays):
+        pos, vel, acc, mass, charge = arrays
+        F = mass[..., None] * acc
+        return model.design(pos, vel, mass, charge), F, model.body_weights(F).reshape(F.shape[:2])
+
+    fit_set, score_set = prepared(data), prepared(held)
+    coef, snaps = _snap(model, fit_set, score_set)
+    Xs, Fs, ws = score_set
+    residual = _residual(Xs, coef, Fs, ws)
+    noise_residual = _noise_residual(Fs, held[3], ws, max(noise, held_noise))
+    threshold = c.residual_floor + c.noise_factor * noise_residual
+    kept = {s["term"]: s["to"] for s in snaps if s["kept"]}
+    k, shape = _scalar(model, coef, kept)
+    scalar = sp.Float(k) * shape
+    node_terms = {model.terms_[k]: float(f"{coef[k]:.4g}") for k in np.flatnonzero(coef) if k >= len(model.library)}
+    why = []
+    if not residual <= threshold:
+        why.append(f"held-out residual {residual:.3g} > {threshold:.3g} (floor {c.residual_floor:g} + "
+                   f"{c.noise_factor:g} x noise {noise_residual:.3g})")
+    if not stable:
+        why.append("the two halves of the data pick different terms")
+    explains = not why
+    reason = (f"explains held-out data: residual {residual:.3g} <= {threshold:.3g}, same terms on both halves"
+              if explains else "; ".join(why))
+    formula = textbook(shape, k=k)
+    result = LibraryResult(scalar=scalar, formula=formula, node_terms=node_terms,
+                           terms=int(np.count_nonzero(coef)), residual=residual, noise_residual=noise_residual,
+                           threshold=threshold, stable=stable, explains=explains, reason=reason,
+                           seconds=time.perf_counter() - t0, searched=searched, snaps=snaps)
+    if law is not None and law.has_truth:
+        from symdistill.distill.verify import verify
+
+        v = verify(result.force_formulas(dim), law, dim, scalar=scalar)
+        result.verification = v.to_dict()
+    return result
+
+
+def write_library_run(out, result: LibraryResult, *, law: Law | None = None) -> tuple[Path, Path]:
+    """``library.json`` and ``law.png`` (g(r) on a range wider than the data, beside the truth when
+    known) in the folder ``out``; returns both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from symdistill.io import atomic_path, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "library.json", result.to_dict())
+    r = np.linspace(0.2, 6.0, 400)
+    values = {"r": r, "m1": 1.0, "m2": 1.0, "q1": 1.0, "q2": -1.0}
+    curves = [("library law", result.scalar, "C0", "-")]
+    if law is not None and law.has_truth:
+        curves.append(("truth", law.force_magnitude_expr(), "k", "--"))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, expr, color, style in curves:
+        y = _on_grid(expr, values)
+        ax.plot(r, y, style, color=color, label=label)
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.set_xlabel("r  (m1 = m2 = 1, q1 q2 = -1)")
+    ax.set_ylabel("g(r)  (F = g r̂)")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_title(f"{result.formula}\n{'explains the data' if result.explains else 'does not explain the data'}",
+                 fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = out / "law.png"
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return out / "library.json", png
+
+
+def _on_grid(expr: sp.Expr, values: dict) -> np.ndarray:
+    names = sorted(s.name for s in sp.sympify(expr).free_symbols)
+    fn = sp.lambdify([SYM[n] for n in names], expr, "numpy")
+    with np.errstate(all="ignore"):
+        return np.broadcast_to(np.asarray(fn(*(values[n] for n in names)), dtype=float), values["r"].shape)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        from symdistill.errors import unknown_name
+
+        raise unknown_name("method", method, METHODS)
+    return method
+
+
+def parse_terms(texts: Sequence[str] | None) -> tuple[str, ...]:
+    """User library terms, validated now (one line naming a bad one)."""
+    terms = tuple(texts or ())
+    LibraryConfig(terms=terms)
+    return terms
