@@ -8,7 +8,7 @@ assumes the same, plus that the force is central, and writes it linearly in a fi
 
 with r = |x_i - x_j| + EPS (the softened distance), u = (x_i - x_j) / |x_i - x_j| and per-body
 velocity terms for damping. The sparse c and b come from sequentially thresholded least squares
-(repeated scikit-learn fits; see :func:`_stlsq` for why not matching pursuit or the lasso). A law
+(repeated scikit-learn fits; see :func:`stlsq` for why not matching pursuit or the lasso). A law
 whose g is not a sparse combination of the library (the discontinuous one, a screened Coulomb law)
 is honestly out of reach: the fit returns a dense approximation, not the law.
 """
@@ -77,7 +77,7 @@ class SparsePairRegression:
         force = mass[..., None] * acc
         y = force.reshape(-1)
         sw = np.repeat(np.sqrt(self.body_weights(force)), pos.shape[2])
-        self.coef_ = _stlsq(X * sw[:, None], y * sw, self.threshold)
+        self.coef_ = stlsq(X * sw[:, None], y * sw, self.threshold)
         self.support_ = np.flatnonzero(self.coef_)
         self.terms_ = [sp.sstr(t) for t in self.library] + [sp.sstr(w * sp.Symbol("v")) for w in self.velocity_terms]
         self._set_formulas()
@@ -151,7 +151,7 @@ def _evaluate(term: sp.Expr, values: dict[str, np.ndarray], shape) -> np.ndarray
         return np.broadcast_to(np.asarray(fn(*(values[n] for n in names)), dtype=float), shape)
 
 
-def _stlsq(X: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+def stlsq(X: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
     """Sequentially thresholded least squares (SINDy's STLSQ) from repeated scikit-learn fits.
 
     Columns are scaled to unit norm, so a coefficient is its term's share of the (weighted) force;

@@ -1,4 +1,4 @@
-"""CLI commands of the simulate stage: ``simulate`` and ``info``."""
+"""CLI commands of the simulate stage: ``simulate``, ``derive`` and ``info``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 import time
 
 from symdistill.simulate.dataset import open_dataset, simulate_to_file
+from symdistill.simulate.observe import METHODS, as_estimator, derive_file
 from symdistill.simulate.simulate import SimulationConfig
 
 
@@ -47,13 +48,32 @@ def _simulate(args) -> int:
     t0 = time.perf_counter()
     path = simulate_to_file(args.out, system if not args.potential else None, potential=args.potential,
                             config=config, paper_quirks=args.paper_quirks, damping=args.damping,
-                            progress=not args.quiet, file_dtype=args.file_dtype)
+                            progress=not args.quiet, file_dtype=args.file_dtype, noise=args.noise,
+                            estimator=as_estimator(args.estimator, window=args.window))
     seconds = time.perf_counter() - t0
     if not args.quiet:
         with open_dataset(path) as ds:
             print(ds.summary())
         print(f"  wrote in {seconds:.1f} s")
     return 0
+
+
+def _derive(args) -> int:
+    t0 = time.perf_counter()
+    path = derive_file(args.data, args.out, estimator=as_estimator(args.estimator, window=args.window))
+    if not args.quiet:
+        with open_dataset(path) as ds:
+            print(ds.summary())
+        print(f"  wrote in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_estimator_args(p) -> None:
+    """How vel and acc are estimated from positions (defaults live in observe.Estimator)."""
+    p.add_argument("--estimator", choices=METHODS, default=None,
+                   help="savgol (default: Savitzky-Golay, window chosen from the data) or spline (GCV, slower)")
+    p.add_argument("--window", type=int, default=None,
+                   help="savgol window in saved states (odd; default: chosen from the data)")
 
 
 def _info(args) -> int:
@@ -74,8 +94,20 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     p.add_argument("--file-dtype", default="float64", choices=["float64", "float32"],
                    help="storage precision of pos/vel/acc (integration is float64 either way)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="observe positions only, with Gaussian noise of this size x the position scale; "
+                        "vel and acc are then estimated from them (default: exact states)")
+    add_estimator_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(handler=_simulate)
+
+    p = sub.add_parser("derive", help="estimate vel and acc from the positions of a dataset file")
+    p.add_argument("--data", required=True, help="input .h5 with pos [n_sims, n_steps, n_bodies, dim], mass, "
+                                                 "attributes dim, n_bodies, dt")
+    p.add_argument("--out", required=True, help="output .h5 file (written atomically)")
+    add_estimator_args(p)
+    p.add_argument("--quiet", action="store_true", help="no summary")
+    p.set_defaults(handler=_derive)
 
     p = sub.add_parser("info", help="summarise a dataset file")
     p.add_argument("file")

@@ -4,6 +4,17 @@ Layout: datasets ``pos``, ``vel``, ``acc`` [n_sims, n_steps, n_bodies, dim]; ``m
 [n_sims, n_bodies]; ``t`` [n_steps]. Attributes: ``system`` (a built-in name, or the potential
 string), ``dim``, ``n_bodies``, ``dt``, ``seed``, ``version``, plus ``format``, ``integrator``,
 ``substeps``, ``damping``, ``paper_quirks``, ``potential`` (the pair energy, for reading).
+A file needs ``pos`` and ``mass`` (and ``dim``, ``n_bodies``, ``dt``) to open; training needs ``vel``
+and ``acc``, which ``symdistill derive`` estimates from ``pos`` (:mod:`symdistill.simulate.observe`).
+
+Positions-only observations (``simulate --noise``, ``derive``) hold the *estimated* ``pos``
+(smoothed), ``vel`` and ``acc`` on the states kept (``estimator_trim`` dropped at each end, so ``t``
+starts later), ``pos_observed`` (the positions as observed) and, when the exact accelerations are
+known, ``acc_true``: for benchmarks only, nothing in training reads it. Their attributes add
+``observed = "positions"``, ``noise`` (relative to ``position_scale``; absent when unknown),
+``position_scale``, ``estimator``, ``estimator_window``, ``estimator_polyorder``, ``estimator_trim``,
+``pos_noise_estimate``, ``acc_noise_estimate`` (per coordinate, in acceleration units: the noise a
+formula that explains the data leaves) and ``acc_bias_estimate`` (rough rms smoothing bias).
 
 Files are written block by block (never the whole array in memory) to a temporary name and renamed
 when complete, and read lazily: :class:`NBodyDataset` keeps h5py handles and reads only the slices
@@ -13,6 +24,7 @@ asked for.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -26,24 +38,50 @@ from symdistill.simulate.simulate import SimulationConfig, initial_conditions, i
 
 FORMAT = "symdistill.nbody/1"
 STATE = ("pos", "vel", "acc")
+OBSERVATION = ("pos_observed", "acc_true")  # positions-only files; never read by training
 
 
 def simulate_to_file(path, system=None, *, potential=None, config: SimulationConfig,
                      paper_quirks: bool = False, damping: float | None = None,
-                     progress: bool = False, file_dtype: str = "float64") -> Path:
-    """Simulate and stream the result to an HDF5 file (atomically: complete or absent)."""
+                     progress: bool = False, file_dtype: str = "float64",
+                     noise: float | None = None, estimator=None) -> Path:
+    """Simulate and stream the result to an HDF5 file (atomically: complete or absent).
+
+    ``noise`` None: the exact states. A number >= 0: positions only are observed, with Gaussian noise
+    of ``noise`` x the position scale, and vel/acc estimated from them by ``estimator`` ("savgol",
+    "spline" or an :class:`~symdistill.simulate.observe.Estimator`; default savgol); the noise is
+    seeded by ``config.seed`` (see :func:`symdistill.simulate.observe.observe`).
+    """
     law = get_law(system, potential=potential, paper_quirks=paper_quirks, damping=damping)
     if callable(system) or callable(potential):
         if not law.has_truth:
             raise SymdistillError("A law from an opaque callable cannot be saved to a file: give it as a string")
-    c = config
+    path = Path(path)
+    if noise is None:
+        with atomic_path(path) as tmp:
+            _write_simulation(tmp, law, config, progress, file_dtype)
+        return path
+    from symdistill.simulate.observe import as_estimator, check_noise, derive_file
+    check_noise(noise)
+    est = as_estimator(estimator)
+    est.check_steps(config.n_steps)  # before simulating
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, exact = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".exact.tmp")
+    os.close(fd)
+    try:
+        _write_simulation(exact, law, config, progress, "float64")
+        return derive_file(exact, path, noise=noise, seed=config.seed, estimator=est, file_dtype=file_dtype)
+    finally:
+        os.unlink(exact)
+
+
+def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str) -> None:
     shape = (c.n_sims, c.n_steps, c.n_bodies, c.dim)
     chunk_steps = min(c.n_steps, 50)
     chunks = (min(c.n_sims, 64), chunk_steps, c.n_bodies, c.dim)
     _, _, mass, charge = initial_conditions(c.n_sims, c.n_bodies, c.dim, c.seed, law)
     dt = c.resolved_dt(law)
-    path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with h5py.File(file, "w") as f:
         ds = {n: f.create_dataset(n, shape=shape, dtype=file_dtype, chunks=chunks) for n in STATE}
         f.create_dataset("mass", data=mass)
         f.create_dataset("charge", data=charge)
@@ -58,7 +96,6 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
             "max_substeps": c.max_substeps, "tolerance": c.tolerance,
             "damping": law.damping, "paper_quirks": law.paper_quirks,
         })
-    return path
 
 
 class NBodyDataset:
@@ -90,13 +127,13 @@ class NBodyDataset:
     def _fail(self, what: str) -> SymdistillError:
         return SymdistillError(
             f"{self.path} is not a valid symdistill dataset: {what}. "
-            "Write datasets pos, vel (and acc) [n_sims, n_steps, n_bodies, dim], mass and charge "
+            "Write datasets pos (vel, acc) [n_sims, n_steps, n_bodies, dim], mass and charge "
             "[n_sims, n_bodies], t [n_steps], or create one with `symdistill simulate`"
         )
 
     def _validate(self) -> None:
         f = self._f
-        for name in ("pos", "vel", "mass"):
+        for name in ("pos", "mass"):  # vel and acc can be estimated from pos: `symdistill derive`
             if name not in f:
                 raise self._fail(f"missing dataset {name!r}")
         for a in ("dim", "n_bodies", "dt"):
@@ -107,7 +144,7 @@ class NBodyDataset:
             raise self._fail(f"'pos' has shape {f['pos'].shape}, expected [n_sims, n_steps, n_bodies, dim]")
         self.n_sims, self.n_steps = f["pos"].shape[:2]
         shape = (self.n_sims, self.n_steps, self.n_bodies, self.dim)
-        for name in STATE:
+        for name in STATE + OBSERVATION:
             if name in f and f[name].shape != shape:
                 raise self._fail(f"{name!r} has shape {f[name].shape}, expected {shape}")
         if "charge" not in f:
@@ -138,6 +175,15 @@ class NBodyDataset:
     def has_acc(self) -> bool:
         return "acc" in self._f
 
+    @property
+    def has_vel(self) -> bool:
+        return "vel" in self._f
+
+    @property
+    def observed(self) -> bool:
+        """True for positions-only observations (vel and acc estimated from noisy positions)."""
+        return self._f.attrs.get("observed") == "positions"
+
     def law(self) -> Law | None:
         """The law that generated the file (None for foreign data without a ``system`` attribute)."""
         if self.system is None:
@@ -151,10 +197,16 @@ class NBodyDataset:
     def __getattr__(self, name):
         if name in STATE:
             if name not in self._f:
+                what = {"vel": "velocities", "acc": "accelerations"}[name]
                 raise SymdistillError(
-                    f"{self.path} has no accelerations ('acc'); training needs them: "
-                    "add an 'acc' dataset or simulate with `symdistill simulate`"
+                    f"{self.path} has no {what} ({name!r}): estimate them from its positions with "
+                    f"`symdistill derive --data {self.path} --out OUT.h5`"
                 )
+            return self._f[name]
+        if name in OBSERVATION:
+            if name not in self._f:
+                raise SymdistillError(f"{self.path} has no {name!r}: only positions-only files "
+                                      "(`symdistill simulate --noise`, `symdistill derive`) hold it")
             return self._f[name]
         raise AttributeError(name)
 
@@ -200,12 +252,35 @@ class NBodyDataset:
         lines = [
             f"{self.path}: {self.n_sims} simulations x {self.n_steps} steps, {self.n_bodies} bodies, {self.dim}D",
             f"  system: {self.system or '(unknown)'}" + (f"   U(r) = {law.energy}" if law and law.energy is not None else ""),
-            f"  dt: {self.dt:g}   t: 0 .. {self.t[-1]:g}   seed: {a.get('seed', '?')}   "
+            f"  dt: {self.dt:g}   t: {self.t[0]:g} .. {self.t[-1]:g}   seed: {a.get('seed', '?')}   "
             f"integrator: {a.get('integrator', '?')} x{a.get('substeps', '?')}..{a.get('max_substeps', '?')}   version: {a.get('version', '?')}",
             f"  mass: {self.mass.min():.3g} .. {self.mass.max():.3g}   charge: {np.unique(np.round(self.charge, 3))[:5]}",
             f"  datasets: {', '.join(k for k in self._f.keys())}   size: {os.path.getsize(self.path) / 2**20:.1f} MiB",
         ]
+        if self.observed:
+            lines += self._observation_lines(a)
+        missing = [n for n in ("vel", "acc") if n not in self._f]
+        if missing and not self.observed:
+            lines.append(f"  no {' or '.join(missing)}: estimate them from pos with "
+                         f"`symdistill derive --data {self.path} --out OUT.h5`")
         return "\n".join(lines)
+
+    def _observation_lines(self, a: dict) -> list[str]:
+        noise = (f"with Gaussian noise {a['noise']:g} x position scale {a['position_scale']:.3g}" if "noise" in a
+                 else f"noise unknown, position scale {a['position_scale']:.3g}")
+        how = a["estimator"] + (f"(window={a['estimator_window']}, polyorder={a['estimator_polyorder']})"
+                                if "estimator_window" in a else "")
+        acc_rms = float(np.sqrt(np.mean(self._f["acc"][: min(self.n_sims, 64)] ** 2)))
+        ratio = a["acc_noise_estimate"] / max(acc_rms, 1e-300)
+        lines = [f"  observed: positions only, {noise}; pos (smoothed), vel, acc estimated by {how}, "
+                 f"{a['estimator_trim']} states dropped at each end",
+                 f"  noise estimated from the data: positions {a['pos_noise_estimate']:.3g}, accelerations "
+                 f"{a['acc_noise_estimate']:.3g} per coordinate ({ratio:.2g} x their rms)"
+                 + (f", smoothing bias ~{a['acc_bias_estimate']:.3g}" if "acc_bias_estimate" in a else "")]
+        if ratio > 0.5:
+            lines.append("  warning: the accelerations are mostly noise: lower the noise or save longer "
+                         "trajectories (more --steps or a larger --dt)")
+        return lines
 
     def close(self) -> None:
         self._f.close()

@@ -91,8 +91,8 @@ def load_graphs(path, sims=None, *, step_stride: int = 1) -> GraphData:
     """
     with open_dataset(path) as ds:
         if not ds.has_acc:
-            raise SymdistillError(f"{path} has no accelerations ('acc'); training needs them: "
-                                  "simulate it with `symdistill simulate` or add an 'acc' dataset")
+            raise SymdistillError(f"{path} has no accelerations ('acc'); training needs them: estimate them "
+                                  f"from its positions with `symdistill derive --data {path} --out OUT.h5`")
         sims = np.arange(ds.n_sims) if sims is None else np.asarray(sims)
         arrays = ds.read(np.sort(sims), slice(None, None, step_stride))
         return GraphData.from_arrays(arrays, ds.law())
