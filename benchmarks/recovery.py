@@ -108,8 +108,11 @@ def _noise_tag(noise: float) -> str:
     return "exact" if noise == 0 else f"noise{noise:g}"
 
 
-def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, model: str | None = None) -> dict:
-    """One (case, noise) cell of the map: library, network and auto, on shared data."""
+def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, model: str | None = None,
+             network_row: dict | None = None, run_network: bool = True) -> dict:
+    """One (case, noise) cell of the map: library, network and auto, on shared data. ``network_row``:
+    a network result measured before on the same data and defaults (``--network-from``), used instead
+    of a new run; ``run_network`` False: the network column is "not run"."""
     import os
 
     tag = f"{case.name}-{_noise_tag(noise)}"
@@ -143,10 +146,20 @@ def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, mo
                 "library_reason": (r.get("library") or {}).get("reason")}
 
     cell["library"] = one("library")
-    cell["network"] = one("network")
+    if network_row is not None:
+        cell["network"] = {**network_row, "reused_from": "--network-from"}
+        # the earlier runs' seconds are end to end, simulation included (marked, not corrected:
+        # this map's own simulation ran under a different load)
+        cell["network"]["includes_simulation"] = cell["network"].pop("subtract_simulation", False)
+    elif run_network:
+        cell["network"] = one("network")
+    else:
+        cell["network"] = {"exact": False, "not_run": True, "seconds": None, "formula": None, "error": None}
     lib_explains = cell["library"]["found_by"] == "library"
     if lib_explains or real_auto:
         cell["auto"] = one("auto")
+    elif cell["network"].get("not_run"):
+        cell["auto"] = {"exact": False, "not_run": True, "seconds": None, "formula": None, "error": None}
     else:
         lib, net = cell["library"], cell["network"]
         cell["auto"] = {"exact": net["exact"], "found_by": "network", "formula": net["formula"],
@@ -157,7 +170,8 @@ def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, mo
 
 def map_markdown(cells: list[dict]) -> str:
     lines = ["| case | noise | library | s | network | s | auto | s | auto's law |", "|---|---|---|---|---|---|---|---|---|"]
-    yes = lambda r: "exact" if r["exact"] else ("error" if r.get("error") else "no")  # noqa: E731
+    yes = lambda r: ("not run" if r.get("not_run") else "exact" if r["exact"]  # noqa: E731
+                     else "error" if r.get("error") else "no")
     for c in cells:
         lib, net, auto = c["library"], c["network"], c["auto"]
         sec = lambda r: "" if r.get("seconds") is None else f"{r['seconds']:.0f}"  # noqa: E731
@@ -176,13 +190,30 @@ def run_map(a) -> None:
     out = Path(a.out)
     sets = ["development", "held-out"] if a.set == "all" else [a.set]
     cases = [c for name in sets for c in SETS[name] if not a.cases or c.name in a.cases]
+    previous = {}
+    if a.network_from:
+        import json
+
+        for r in json.loads((Path(a.network_from) / "recovery.json").read_text()):
+            if r.get("model") == PipelineConfig().model and r.get("network"):
+                n = r["network"]
+                record = Path(a.network_from) / f"{r['case']}-{r['model']}" / "pipeline.json"
+                # its seconds were end to end: its simulation is left out, as for the other columns
+                # (recorded in pipeline.json by newer runs; otherwise this map's own simulation time)
+                sim = (json.loads(record.read_text()).get("stage_seconds") or {}).get("simulate")
+                previous[r["case"]] = {"exact": n["exact"], "found_by": "network", "formula": n["formula"],
+                                       "seconds": n["seconds"] - (sim or 0.0), "error": n.get("error"),
+                                       "subtract_simulation": sim is None}
     cells = []
     print(f"{'case':18s} {'noise':>6s} | {'library':>7s} {'s':>4s} | {'network':>7s} {'s':>4s} | {'auto':>7s} {'s':>4s}")
     for noise in a.noise:
         for case in cases:
-            c = map_cell(case, noise, out, real_auto=a.real_auto)
+            c = map_cell(case, noise, out, real_auto=a.real_auto,
+                         network_row=previous.get(case.name) if noise == 0 else None,
+                         run_network=noise == 0 or not a.network_cases or case.name in a.network_cases)
             cells.append(c)
-            row = " | ".join(f"{('exact' if c[m]['exact'] else 'no'):>7s} {c[m]['seconds'] or float('nan'):4.0f}"
+            row = " | ".join(f"{('-' if c[m].get('not_run') else 'exact' if c[m]['exact'] else 'no'):>7s} "
+                             f"{c[m]['seconds'] or float('nan'):4.0f}"
                              for m in ("library", "network", "auto"))
             print(f"{case.name:18s} {noise:6g} | {row}   {c['auto'].get('formula')}", flush=True)
             write_json(out / "map.json", cells)
@@ -221,6 +252,10 @@ def main():
     ap.add_argument("--map", action="store_true", help="the map of methods (library, network, auto) by noise")
     ap.add_argument("--noise", nargs="*", type=float, default=[0.0, 0.01, 0.05],
                     help="--map: relative position noise levels (0: exact accelerations)")
+    ap.add_argument("--network-from", help="--map: take the network column at noise 0 from this folder's "
+                                           "recovery.json (same defaults), instead of running it again")
+    ap.add_argument("--network-cases", nargs="*",
+                    help="--map: at noise > 0 run the network only on these cases (others: not run)")
     ap.add_argument("--real-auto", action="store_true", help="--map: run auto for real even where it is composed")
     a = ap.parse_args()
     if a.map:

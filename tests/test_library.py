@@ -48,6 +48,7 @@ def test_user_terms_extend_the_library_to_a_screened_law(tmp_path):
     train, test = files(tmp_path, law)
     plain = fit_library(train, test, law=law)
     assert plain.recovered is False  # not in the built-in library: whatever it fits is not the law
+    assert not plain.explains and "residual" in plain.reason  # ...and it says so without the truth
     config = LibraryConfig(terms=("q1*q2*exp(-r)/r", "q1*q2*exp(-r)/r^2"))
     result = fit_library(train, test, config, law=law)
     assert result.explains and result.recovered, (result.formula, result.reason)
@@ -89,6 +90,17 @@ def test_auto_falls_back_to_the_network_and_reports_both(tmp_path):
     result = run_pipeline(tmp_path / "run", config, progress=False, log=lambda *a, **k: None)
     assert result["found_by"] == "network" and result["library"]["explains"] is False
     assert (tmp_path / "run" / "train" / "model.pt").exists()
+
+
+def test_on_noisy_positions_the_form_is_chosen_by_held_out_residual(tmp_path):
+    law = get_law("spring")
+    sim = {**SMALL, "n_sims": 400, "n_steps": 100}
+    train = simulate_to_file(tmp_path / "train.h5", law, config=SimulationConfig(seed=0, **sim), noise=0.01)
+    test = simulate_to_file(tmp_path / "test.h5", law, config=SimulationConfig(seed=1, **sim), noise=0.01)
+    result = fit_library(train, test, law=law)
+    assert result.noise_residual > 0 and result.flexible_residual > 0
+    assert result.explains and result.recovered, (result.formula, result.reason)
+    assert result.formula.startswith("F = -k (r - 1) r̂")  # rest length snapped; k is noisy
 
 
 def test_unknown_method_is_refused_before_any_work(tmp_path):
