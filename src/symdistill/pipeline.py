@@ -57,6 +57,7 @@ class PipelineConfig:
     train_steps: int | None = None     # None: TRAIN_STEPS[dim]
     time_budget: float | None = None   # cap on training seconds; None: TRAIN_CAP_SECONDS[dim]
     sr_evaluations: int | None = None  # None: DistillConfig's default
+    sr_patience: int | None = None     # stop each search after this many rounds without a better front
     sr_budget: float | None = None     # cap on the seconds of the edge search (None: DistillConfig's)
     node_budget: float | None = None   # cap on the seconds of each node-model search
     seed: int = 0
@@ -72,7 +73,7 @@ class PipelineConfig:
             raise SymdistillError(f"`noise` must be >= 0, a fraction of the position scale (got {self.noise})")
         for name in ("n_sims", "n_steps", "test_sims", "step_stride"):
             check_positive(name, getattr(self, name))
-        for name in ("time_budget", "train_steps", "sr_evaluations", "sr_budget", "node_budget"):
+        for name in ("time_budget", "train_steps", "sr_evaluations", "sr_budget", "node_budget", "sr_patience"):
             check_positive(name, getattr(self, name), optional=True)
         check_dim(self.dim)
 
@@ -141,6 +142,8 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
                                         if v is not None})
     if c.sr_evaluations is not None:
         dc = replace(dc, sr_evaluations=c.sr_evaluations, node_evaluations=max(1, c.sr_evaluations // 4))
+    if c.sr_patience is not None:
+        dc = replace(dc, sr_patience=c.sr_patience)
     result = distill_run(run_dir, dc, log=log)
     md, html = write_report(run_dir)
     search = result.get("search") or {}
@@ -195,7 +198,8 @@ def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
 
 def _run(args) -> int:
     fields = {k: getattr(args, k) for k in ("dim", "n_bodies", "n_sims", "model", "edge_inputs", "time_budget",
-                                           "sr_budget", "seed", "train_steps", "sr_evaluations", "method", "noise")
+                                           "sr_budget", "seed", "train_steps", "sr_evaluations", "method", "noise",
+                                           "sr_patience")
               if getattr(args, k) is not None}
     if args.library_term:
         fields["library_terms"] = tuple(args.library_term)
@@ -257,6 +261,9 @@ def register(sub) -> None:
     p.add_argument("--sr-budget", type=float, help="cap on the seconds of the edge formula search (default 60)")
     p.add_argument("--seed", type=int)
     p.add_argument("--train-steps", type=int, help="training steps (default 1500 in 2D, 3000 in 3D)")
+    p.add_argument("--sr-patience", type=int,
+                   help="stop each search once its Pareto front has not improved for this many rounds of "
+                        "10,000 evaluations (default: off; the evaluations stay the cap)")
     p.add_argument("--sr-evaluations", type=int,
                    help="evaluations of the edge search (default 100000; node searches: a quarter each)")
     p.add_argument("--method", help="auto (default: the library fit first, the network where it fails), "

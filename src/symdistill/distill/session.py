@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 import torch
 
+from symdistill.distill.backends import check_plateau
 from symdistill.distill.compose import SymbolicModel, node_variables
 from symdistill.distill.snap import final_law, normalise, physical_scale, textbook
 from symdistill.distill.sr import SymbolicRegression
@@ -65,6 +66,11 @@ class DistillConfig:
     # 100,000 take ~7 s of operon on one core (5,000 rows); the node model needs far fewer.
     sr_evaluations: int | None = 100_000
     node_evaluations: int | None = 25_000
+    # Plateau stopping for every edge and node search (operon): stop once the Pareto front has not
+    # improved for this many rounds of `sr_round_evaluations` (the evaluations above stay the cap;
+    # :class:`symdistill.distill.backends.Plateau`). None: each search runs to its budget.
+    sr_patience: int | None = None
+    sr_round_evaluations: int = 10_000
 
     def __post_init__(self):
         if self.search not in ("structured", "plain"):
@@ -73,6 +79,7 @@ class DistillConfig:
             check_positive(name, getattr(self, name))
         for name in ("sr_evaluations", "node_evaluations"):
             check_positive(name, getattr(self, name), optional=True)
+        check_plateau("sr_patience", self.sr_patience, "sr_round_evaluations", self.sr_round_evaluations)
         if self.select not in ("refit", "paper"):
             raise SymdistillError(f"`select` must be refit or paper (got {self.select!r})")
         for name in ("trim_closest", "trim_largest"):
@@ -88,7 +95,14 @@ NODE_OPERATORS = ("+", "-", "*", "/")
 def _sr(c: DistillConfig, budget: float, operators=None, evaluations=None) -> SymbolicRegression:
     kw = {} if operators is None else {"operators": operators}
     return SymbolicRegression(c.backend, time_budget=budget, max_complexity=c.max_complexity,
-                              seed=c.seed, threads=c.threads, max_evaluations=evaluations, **kw)
+                              seed=c.seed, threads=c.threads, max_evaluations=evaluations,
+                              patience=c.sr_patience, round_evaluations=c.sr_round_evaluations, **kw)
+
+
+def search_runs(searches) -> list[dict]:
+    """What each search did, for distill.json: rounds, evaluations used, why it stopped, seconds."""
+    return [{"rounds": s.rounds_, "evaluations": s.evaluations_, "stopped": s.stopped_,
+             "seconds": round(s.seconds_, 2)} for s in searches]
 
 
 def _arrays(data: GraphData) -> dict[str, np.ndarray]:
@@ -192,6 +206,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     laps("node search")
     result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
     result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
+    result["search_runs"] = {"edge": search_runs(tables), "node": search_runs(node_searches)}
     # A pair force has no constant offset: the network's offsets only cancel for the number of
     # bodies it was trained on, so they are dropped (edge constants and the node terms that only
     # compensate them) before the constants are refitted on raw accelerations.

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, get_backend
+from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, SearchRun, get_backend
 from symdistill.distill.pareto import DIGITS, Equation, ParetoTable, build_table, complexity, simplify
 from symdistill.errors import SymdistillError, unknown_name
 from symdistill.distill.synthetic import lambdify
@@ -83,18 +83,27 @@ class SymbolicRegression:
         seed, threads: as named. ``population_size``: the engine's population.
         max_evaluations: stop after this many fitness evaluations (None: only the time budget).
             With one thread and a seed, operon then gives the same result on a loaded machine.
+        patience: stop once the Pareto front has not improved for this many rounds of
+            ``round_evaluations`` evaluations (operon only: warm-started rounds whose fronts are
+            pooled; see :class:`symdistill.distill.backends.Plateau`); ``max_evaluations`` and
+            ``time_budget`` stay caps. None (default): one search to the budget, as before. pysr and
+            gplearn ignore it. ``round_evaluations``: the evaluations of one round (10,000: about two
+            generations of a population of 500).
         loss: ``"mae"`` (the paper's) or ``"mse"``; the table and the selection use it.
         digits: significant digits kept in constants.
         max_samples: the search sees at most this many rows (random subset; the paper used 5,000).
         backend_options: passed to the engine untouched (its own parameter names).
 
     Attributes after ``fit``: ``equations_`` (ParetoTable), ``best_`` (Equation),
-    ``variable_names_``, ``n_candidates_`` (engine candidates read), ``seconds_``.
+    ``variable_names_``, ``n_candidates_`` (engine candidates read), ``seconds_``; what the search
+    did: ``rounds_`` (1 without patience), ``evaluations_`` (used; None when the engine does not say),
+    ``stopped_`` (``"plateau"``, ``"evaluations"``, ``"time"``, or None when unknown).
     """
 
     def __init__(self, backend="operon", *, operators: Sequence[str] = DEFAULT_OPERATORS,
                  max_complexity: int = 30, time_budget: float = 10.0, seed: int = 0, threads: int = 1,
                  population_size: int = 500, max_evaluations: int | None = None,
+                 patience: int | None = None, round_evaluations: int = 10_000,
                  loss: str = "mae", digits: int = DIGITS,
                  max_samples: int = 5000, backend_options: dict | None = None):
         self.backend = backend
@@ -105,6 +114,8 @@ class SymbolicRegression:
         self.threads = threads
         self.population_size = population_size
         self.max_evaluations = max_evaluations
+        self.patience = patience
+        self.round_evaluations = round_evaluations
         self.loss = loss
         self.digits = digits
         self.max_samples = max_samples
@@ -114,7 +125,8 @@ class SymbolicRegression:
         return SearchOptions(operators=tuple(self.operators), max_complexity=self.max_complexity,
                              time_budget=self.time_budget, seed=self.seed, threads=self.threads,
                              population_size=self.population_size,
-                             max_evaluations=self.max_evaluations, extra=dict(self.backend_options or {}))
+                             max_evaluations=self.max_evaluations, patience=self.patience,
+                             round_evaluations=self.round_evaluations, extra=dict(self.backend_options or {}))
 
     def fit(self, X, y, variable_names: Sequence[str] | None = None) -> SymbolicRegression:
         """Search ``y ~ f(X)``. ``X``: [n, k] array or mapping name -> column; ``y``: [n]."""
@@ -134,7 +146,10 @@ class SymbolicRegression:
             idx = np.random.default_rng(self.seed).choice(len(y), self.max_samples, replace=False)
             X, y = X[idx], y[idx]
         t0 = time.perf_counter()
+        backend.last_run = None  # a back-end that does not report leaves "unknown", not a stale run
         raw = backend.search(X, y, names, options)
+        run = backend.last_run or SearchRun(1, None, None)
+        self.rounds_, self.evaluations_, self.stopped_ = run.rounds, run.evaluations, run.stopped
         self.n_candidates_ = len(raw)
         self.equations_ = self.table(raw, X, y, names)
         self.best_ = self.equations_.best
