@@ -7,7 +7,7 @@ import pytest
 from symdistill.errors import SymdistillError
 from symdistill.library import LibraryConfig, fit_library, write_library_run
 from symdistill.pipeline import PipelineConfig, run_pipeline
-from symdistill.simulate import SimulationConfig, get_law, simulate_to_file
+from symdistill.simulate import SimulationConfig, get_law, open_dataset, simulate_to_file
 
 SMALL = dict(n_sims=60, n_steps=40, n_bodies=4)
 
@@ -106,3 +106,17 @@ def test_on_noisy_positions_the_form_is_chosen_by_held_out_residual(tmp_path):
 def test_unknown_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(SymdistillError, match="Unknown method 'fast'"):
         PipelineConfig(method="fast")
+
+
+def test_cli_runs_the_library_path_on_noisy_positions(tmp_path, capsys):
+    from symdistill.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--system", "spring", "--n-sims", "60", "--noise", "0.01", "--method", "library",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "discovered:" in printed and ("found by:   the library path" in printed or "library:" in printed)
+    with open_dataset(out / "data" / "train.h5") as ds:
+        assert ds.attrs["observed"] == "positions" and ds.attrs["acc_noise_estimate"] > 0
+    assert main(["run", "--system", "spring", "--noise", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "`noise` must be >= 0" in capsys.readouterr().err

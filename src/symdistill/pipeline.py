@@ -123,7 +123,8 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
         library = fit_library(train_file, test_file, LibraryConfig(terms=c.library_terms, seed=c.seed),
                               law=law, dim=c.dim)
         _, library_png = write_library_run(out / "library", library, law=law)
-        log(f"library fit ({library.seconds:.1f} s): {library.formula}: {library.reason}")
+        log(f"library fit ({library.seconds:.1f} s): {library.formula}"
+            + ("" if library.explains else f" does not explain the data: {library.reason}"))
         if c.method == "library" or library.explains:
             result = _library_result(library, law, c, out, library_png, time.perf_counter() - t0)
             write_json(out / "result.json", result)
@@ -233,7 +234,9 @@ def _run(args) -> int:
     if result["recovered"] is not None and not result["recovered"] and result.get("summary"):
         print(f"              {result['summary']}")
     if result.get("search_formula"):
-        print(f"  searched:   F = {result['search_formula']}"
+        by_library = result.get("found_by") == "library" or c.method == "library"
+        label = "fitted:     g = " if by_library else "searched:   F = "
+        print(f"  {label}{result['search_formula']}"
               + (f"   (snapped: {', '.join(result['snapped'])})" if result.get("snapped") else ""))
     for k, v in (result.get("comparison") or {}).items():
         print(f"  MAE {k:22s} network {v['network']:.4g}   formula {v['formula']:.4g}")

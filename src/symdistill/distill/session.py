@@ -17,7 +17,7 @@ import torch
 
 from symdistill.distill.backends import check_plateau
 from symdistill.distill.compose import SymbolicModel, node_variables
-from symdistill.distill.snap import final_law, normalise, physical_scale, textbook
+from symdistill.distill.snap import final_law, normalise, physical_scale, textbook, truth_textbook
 from symdistill.distill.sr import SymbolicRegression
 from symdistill.distill.structured import plain_search, structured_search
 from symdistill.distill.verify import verify
@@ -239,8 +239,7 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> d
     result["edge_formulas"] = result["symbolic_model"]["edge"]
     if law is not None and law.has_truth:
         v = verify(e_s, law, dim, scalar=final_scalar)
-        k_true, shape_true = normalise(law.force_magnitude_expr())
-        result["truth"] = textbook(shape_true, k=float(k_true))
+        result["truth"] = truth_textbook(law)
         result.update(recovered=bool(v.exact), fits=bool(v.fits), verification=v.to_dict())
         log(f"final law: {v.summary()}")
     else:
