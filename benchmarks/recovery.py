@@ -23,6 +23,8 @@ that relative noise, accelerations estimated from them; 0: exact accelerations) 
 ``map.json`` / ``map.md``:
 
     .venv/bin/python benchmarks/recovery.py --map --noise 0 0.01 0.05 --out runs/map
+    .venv/bin/python benchmarks/recovery.py --map --noise 0 0.01 0.05 --network-from runs/recovery \
+        --network-cases spring-2d damped-2d discontinuous-2d mass-spring-2d anharmonic-2d --out runs/map
 
 All three methods of a (case, noise) cell read the same simulated files (simulated once; their
 seconds are reported apart and left out of every method's time). ``auto`` is run for real where
@@ -147,10 +149,8 @@ def map_cell(case: Case, noise: float, out: Path, *, real_auto: bool = False, mo
 
     cell["library"] = one("library")
     if network_row is not None:
+        # (not corrected by this map's own simulation time, measured under a different load)
         cell["network"] = {**network_row, "reused_from": "--network-from"}
-        # the earlier runs' seconds are end to end, simulation included (marked, not corrected:
-        # this map's own simulation ran under a different load)
-        cell["network"]["includes_simulation"] = cell["network"].pop("subtract_simulation", False)
     elif run_network:
         cell["network"] = one("network")
     else:
@@ -198,12 +198,12 @@ def run_map(a) -> None:
             if r.get("model") == PipelineConfig().model and r.get("network"):
                 n = r["network"]
                 record = Path(a.network_from) / f"{r['case']}-{r['model']}" / "pipeline.json"
-                # its seconds were end to end: its simulation is left out, as for the other columns
-                # (recorded in pipeline.json by newer runs; otherwise this map's own simulation time)
+                # its seconds were end to end: its simulation is left out, as for the other columns,
+                # where pipeline.json recorded it (newer runs); otherwise the row says it is included
                 sim = (json.loads(record.read_text()).get("stage_seconds") or {}).get("simulate")
                 previous[r["case"]] = {"exact": n["exact"], "found_by": "network", "formula": n["formula"],
                                        "seconds": n["seconds"] - (sim or 0.0), "error": n.get("error"),
-                                       "subtract_simulation": sim is None}
+                                       "includes_simulation": sim is None}
     cells = []
     print(f"{'case':18s} {'noise':>6s} | {'library':>7s} {'s':>4s} | {'network':>7s} {'s':>4s} | {'auto':>7s} {'s':>4s}")
     for noise in a.noise:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +124,8 @@ class LibraryResult:
     """What the library path found and how it was judged. ``scalar``: g of F = g r_hat (snapped),
     = k x ``shape`` with the snapped ratios exact in ``shape``;
     ``residual``/``noise_residual``: held-out weighted relative residual of the forces, and the part
-    the data's noise explains; ``stable``: both halves of the training data picked the same terms."""
+    the data's noise explains; ``flexible_residual``: that of a pair force free in r; ``stable``: the
+    terms refitted on either half of the training simulations keep their coefficients."""
 
     scalar: sp.Expr
     formula: str
@@ -376,10 +376,13 @@ def fit_library(train, test, config: LibraryConfig | None = None, *, law: Law | 
     # the form must not depend on which simulations it was fitted on: its terms, fitted on either
     # half of them, keep their coefficients
     support = np.flatnonzero(coef)
-    full = fit.solve(fit.X[:, support])
-    halves = [fit.rows(sim_index % 2 == k) for k in (0, 1)]
-    spread = max(float(np.max(np.abs(h.solve(h.X[:, support]) - full) / np.abs(full))) for h in halves)
-    stable = spread <= STABILITY
+    spread = np.inf  # no term at all (a zero force) is no form
+    if support.size:
+        full = fit.solve(fit.X[:, support])
+        halves = [fit.rows(sim_index % 2 == k) for k in (0, 1)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = max(float(np.nanmax(np.abs(h.solve(h.X[:, support]) - full) / np.abs(full))) for h in halves)
+    stable = bool(spread <= STABILITY)
     residual = score.residual(coef)
     noise_residual = _noise_residual(score.F, held[3], score.w, max(noise, held_noise))
     floor = c.exact_floor if max(noise, held_noise) == 0 else c.residual_floor
@@ -400,15 +403,15 @@ def fit_library(train, test, config: LibraryConfig | None = None, *, law: Law | 
         why.append(f"its coefficients change by {spread:.0%} between two halves of the data (> {STABILITY:.0%})")
     explains = not why
     reason = (f"explains held-out data: residual {residual:.3g} <= {threshold:.3g} (a pair force free in r: "
-              f"{flexible:.3g}); coefficients within "
-              f"{spread:.1%} on two halves of the data"
+              f"{flexible:.3g}); coefficients within {spread:.1%} on two halves of the data"
               if explains else "; ".join(why))
     searched = sp.sstr(sum((sp.Float(f"{searched_coef[i]:.4g}") * library[i] for i in np.flatnonzero(searched_coef)
                             if i < len(library)), sp.Integer(0)))
     result = LibraryResult(scalar=sp.Float(k) * shape, formula=textbook(shape, k=k), shape=sp.sstr(shape),
                            node_terms=node_terms,
                            terms=int(np.count_nonzero(coef)), residual=residual, noise_residual=noise_residual,
-                           threshold=threshold, flexible_residual=flexible, stable=stable, explains=explains, reason=reason,
+                           threshold=threshold, flexible_residual=flexible, stable=stable, explains=explains,
+                           reason=reason,
                            seconds=time.perf_counter() - t0, searched=searched, snaps=snaps,
                            stlsq_threshold=chosen)
     if law is not None and law.has_truth:
@@ -471,9 +474,3 @@ def check_method(method: str) -> str:
         raise unknown_name("method", method, METHODS)
     return method
 
-
-def parse_terms(texts: Sequence[str] | None) -> tuple[str, ...]:
-    """User library terms, validated now (one line naming a bad one)."""
-    terms = tuple(texts or ())
-    LibraryConfig(terms=terms)
-    return terms
