@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from symdistill.baselines.sparse import LIBRARY, THRESHOLD, SparsePairRegression, stlsq
+from symdistill.baselines.sparse import (LIBRARY, THRESHOLD, SparsePairRegression, pair_geometry,
+                                         relative_weights, stlsq)
 from symdistill.distill.snap import SNAP_TOLERANCE, _lead_key, candidates, textbook
 from symdistill.errors import SymdistillError, check_positive
 from symdistill.expr import parse_formula
@@ -209,6 +210,11 @@ class _Design:
         self.X = model.design(pos, vel, mass, charge)
         self.w = model.body_weights(self.F).reshape(self.F.shape[:2])
 
+    @property
+    def sw(self) -> np.ndarray:
+        """sqrt of the weights, one per row of X."""
+        return np.repeat(np.sqrt(self.w.reshape(-1)), self.F.shape[-1])
+
     def rows(self, snapshots: np.ndarray) -> _Design:
         """The same design restricted to a boolean mask of snapshots."""
         part = copy.copy(self)
@@ -222,22 +228,19 @@ class _Design:
 
     def solve(self, A: np.ndarray) -> np.ndarray:
         """Weighted least squares of the forces on the columns of A [rows, k]."""
-        sw = np.repeat(np.sqrt(self.w.reshape(-1)), self.F.shape[-1])
+        sw = self.sw
         return np.linalg.lstsq(A * sw[:, None], self.F.reshape(-1) * sw, rcond=None)[0]
 
     def stlsq(self, threshold: float) -> np.ndarray:
-        sw = np.repeat(np.sqrt(self.w.reshape(-1)), self.F.shape[-1])
+        sw = self.sw
         return stlsq(self.X * sw[:, None], self.F.reshape(-1) * sw, threshold)
 
 
-def _binned_design(arrays, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _binned_design(arrays, geometry, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X [B*N*D, K], F [B, N, D], w [B, N]) of the flexible model: g piecewise constant in r on the
     bins ``edges`` times each property factor of the library, plus the velocity terms."""
     pos, vel, acc, mass, charge = arrays
-    d = pos[:, :, None, :] - pos[:, None, :, :]
-    dist = np.sqrt((d**2).sum(-1))
-    ok = dist > 0
-    u = np.where(ok[..., None], d / np.where(ok, dist, 1.0)[..., None], 0.0)
+    dist, ok, u = geometry
     onehot = np.eye(len(edges) + 1)[np.digitize(dist + EPS, edges)] * ok[..., None]  # [B, N, N, bins]
     m1, m2, q1, q2 = mass[:, :, None], mass[:, None, :], charge[:, :, None], charge[:, None, :]
     factors = (np.ones_like(dist), m2 + 0 * m1, m1 * m2, q2 + 0 * q1, q1 * q2)  # FACTORS, numerically
@@ -245,9 +248,7 @@ def _binned_design(arrays, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     cols += [vel[..., None], (mass[..., None] * vel)[..., None]]
     X = np.concatenate(cols, axis=-1).reshape(-1, sum(c.shape[-1] for c in cols))
     F = mass[..., None] * acc
-    f2 = (F**2).sum(-1)
-    w = 1.0 / (f2 + (np.median(f2[f2 > 0]) if np.any(f2 > 0) else 1.0))  # SparsePairRegression's weights
-    return X, F, w
+    return X, F, relative_weights(F)
 
 
 def flexible_residual(data, held, bins: int = FLEXIBLE_BINS) -> float:
@@ -255,15 +256,15 @@ def flexible_residual(data, held, bins: int = FLEXIBLE_BINS) -> float:
     ``bins`` quantile bins of the data's distances, times each property factor of the library, by
     weighted least squares. What the data allow a central pair law to reach; a library law that
     explains the data comes close to it."""
-    pos = data[0]
-    dist = np.sqrt(((pos[:, :, None, :] - pos[:, None, :, :]) ** 2).sum(-1))
-    edges = np.quantile(dist[dist > 0] + EPS, np.linspace(0, 1, bins + 1)[1:-1])
-    X, F, w = _binned_design(data, edges)
+    geometry = pair_geometry(data[0])
+    dist, ok, _ = geometry
+    edges = np.quantile(dist[ok] + EPS, np.linspace(0, 1, bins + 1)[1:-1])
+    X, F, w = _binned_design(data, geometry, edges)
     sw = np.repeat(np.sqrt(w.reshape(-1)), F.shape[-1])
     used = np.flatnonzero(np.linalg.norm(X, axis=0) > 0)
     coef = np.zeros(X.shape[1])
     coef[used] = np.linalg.lstsq(X[:, used] * sw[:, None], F.reshape(-1) * sw, rcond=None)[0]
-    Xs, Fs, ws = _binned_design(held, edges)
+    Xs, Fs, ws = _binned_design(held, pair_geometry(held[0]), edges)
     return _residual(Xs, coef, Fs, ws)
 
 

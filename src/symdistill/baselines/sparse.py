@@ -100,18 +100,13 @@ class SparsePairRegression:
         check_positive("digits", self.digits)
 
     def body_weights(self, force: np.ndarray) -> np.ndarray:
+        """Per-body weights [B*N] of the fit (``weighting``)."""
         f2 = (force**2).sum(-1).reshape(-1)
-        if self.weighting == "none":
-            return np.ones_like(f2)
-        typical = np.median(f2[f2 > 0]) if np.any(f2 > 0) else 1.0
-        return 1.0 / (f2 + typical)
+        return np.ones_like(f2) if self.weighting == "none" else relative_weights(force).reshape(-1)
 
     def design(self, pos, vel, mass, charge) -> np.ndarray:
         """Columns [B*N*D, K]: each term's total force on each body, then the velocity terms."""
-        d = pos[:, :, None, :] - pos[:, None, :, :]  # receiver minus sender
-        dist = np.sqrt((d**2).sum(-1))
-        ok = dist > 0  # self-pairs and coincident bodies have no direction: they exert nothing
-        u = np.where(ok[..., None], d / np.where(ok, dist, 1.0)[..., None], 0.0)
+        dist, ok, u = pair_geometry(pos)
         pair = {"r": np.where(ok, dist, 1.0) + EPS, "m1": mass[:, :, None], "m2": mass[:, None, :],
                 "q1": charge[:, :, None], "q2": charge[:, None, :]}
         cols = [np.einsum("bij,bijd->bid", _evaluate(t, pair, ok.shape) * ok, u) for t in self.library]
@@ -142,6 +137,23 @@ class SparsePairRegression:
     def _require_fit(self) -> None:
         if not hasattr(self, "coef_"):
             raise SymdistillError("This SparsePairRegression is not fitted yet: call `fit` first")
+
+
+def pair_geometry(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dist [B, N, N], ok [B, N, N], u [B, N, N, D]) of snapshots pos [B, N, D]: distances, which pairs
+    act (self-pairs and coincident bodies have no direction: they exert nothing), and unit vectors
+    from sender j to receiver i (receiver minus sender)."""
+    d = pos[:, :, None, :] - pos[:, None, :, :]
+    dist = np.sqrt((d**2).sum(-1))
+    ok = dist > 0
+    return dist, ok, np.where(ok[..., None], d / np.where(ok, dist, 1.0)[..., None], 0.0)
+
+
+def relative_weights(force: np.ndarray) -> np.ndarray:
+    """1 / (|F|^2 + median |F|^2) per body, force [..., D] -> [...]: close encounters (forces 10^4 times
+    typical) do not decide a fit alone."""
+    f2 = (force**2).sum(-1)
+    return 1.0 / (f2 + (np.median(f2[f2 > 0]) if np.any(f2 > 0) else 1.0))
 
 
 def _evaluate(term: sp.Expr, values: dict[str, np.ndarray], shape) -> np.ndarray:
