@@ -50,21 +50,22 @@ def _simulate(args) -> int:
                             config=config, paper_quirks=args.paper_quirks, damping=args.damping,
                             progress=not args.quiet, file_dtype=args.file_dtype, noise=args.noise,
                             estimator=as_estimator(args.estimator, window=args.window))
-    seconds = time.perf_counter() - t0
-    if not args.quiet:
-        with open_dataset(path) as ds:
-            print(ds.summary())
-        print(f"  wrote in {seconds:.1f} s")
-    return 0
+    return _summarise(path, t0, args.quiet)
 
 
 def _derive(args) -> int:
     t0 = time.perf_counter()
     path = derive_file(args.data, args.out, estimator=as_estimator(args.estimator, window=args.window))
-    if not args.quiet:
+    return _summarise(path, t0, args.quiet)
+
+
+def _summarise(path, t0: float, quiet: bool) -> int:
+    """The written file's summary and the seconds since ``t0`` (nothing when quiet); exit status 0."""
+    seconds = time.perf_counter() - t0
+    if not quiet:
         with open_dataset(path) as ds:
             print(ds.summary())
-        print(f"  wrote in {time.perf_counter() - t0:.1f} s")
+        print(f"  wrote in {seconds:.1f} s")
     return 0
 
 
