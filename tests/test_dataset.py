@@ -71,10 +71,11 @@ def test_potential_string_round_trips_through_the_file(tmp_path):
 
 def test_failed_simulation_leaves_the_previous_file_intact(tmp_path):
     path = tmp_path / "out.h5"
-    path.write_bytes(b"precious earlier result")
-    with pytest.raises(SymdistillError, match="diverged"):
+    earlier = b"\x89HDF\r\n\x1a\n precious earlier result"  # an HDF5 file: one a new dataset may replace
+    path.write_bytes(earlier)
+    with pytest.raises(SymdistillError, match="overflowed"):
         simulate_to_file(path, potential="-exp(r^3)", config=SimulationConfig(n_sims=4, n_steps=100, dt=0.05))
-    assert path.read_bytes() == b"precious earlier result"
+    assert path.read_bytes() == earlier
     assert os.listdir(tmp_path) == ["out.h5"]  # no temporary left behind
 
 

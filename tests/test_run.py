@@ -41,7 +41,13 @@ def test_run_recovers_spring_2d_end_to_end(tmp_path):
     assert sel["candidates"][sel["chosen"]]["held_out_mae"] <= 1.1 * min(maes)
     assert "held-out MAE" in (out / "train" / "report.md").read_text()
     assert (out / "train" / "equations.md").exists() and (out / "result.json").exists()
-    # a second run into the same folder is refused instead of overwriting it
+    # the folder is a record: another command into it is refused with the difference, nothing overwritten;
+    # the same command again shows the finished result without redoing anything
+    saved = (out / "result.json").read_bytes()
     again = subprocess.run([sys.executable, "-m", "symdistill.cli", "run", "--out", str(out)],
                            capture_output=True, text=True)
-    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert again.returncode == 2 and "another config (method: 'network' -> 'auto')" in again.stderr
+    same = subprocess.run([sys.executable, "-m", "symdistill.cli", "run", "--system", "spring", "--dim", "2",
+                           "--method", "network", "--out", str(out), "--json"], capture_output=True, text=True)
+    assert same.returncode == 0 and json.loads(same.stdout)["formula"] == result["formula"]
+    assert (out / "result.json").read_bytes() == saved

@@ -194,9 +194,14 @@ def test_unknown_model_name_gives_a_one_line_error(spring_file, tmp_path, capsys
 
 def test_existing_run_is_never_overwritten(spring_file, tmp_path):
     cfg = _config(spring_file, **{"train.epochs": 1})
-    train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
-    with pytest.raises(SymdistillError, match="already holds a run: continue it with --resume"):
-        train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    run = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    model = (run / "model.pt").read_bytes()
+    logs = []
+    train(cfg, run, progress=False, log=logs.append)  # the same command again: nothing to do
+    assert "finished: nothing to do" in logs[-1] and (run / "model.pt").read_bytes() == model
+    with pytest.raises(SymdistillError, match=r"another config \(train.lr: 0.003 -> 0.001\)"):
+        train(cfg.replace(**{"train.lr": 1e-3}), run, progress=False, log=lambda s: None)
+    assert (run / "model.pt").read_bytes() == model
 
 
 def test_evaluate_json_reports_test_mae_and_one_force_r2_per_component(spring_file, tmp_path, capsys):

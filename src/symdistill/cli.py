@@ -2,7 +2,12 @@
 
 Commands are registered by the stage packages (``symdistill.<stage>.commands``), each exposing
 ``register(subparsers)``; a command's handler takes the parsed args and returns an exit code.
-A user error (:class:`SymdistillError`) prints one line and exits 2; ``--debug`` shows the traceback.
+
+One error boundary (:func:`main`): a user error (:class:`SymdistillError`: bad input, a bad file) or
+one of the environment (``OSError``: a full disk, a permission; ``MemoryError``) prints one line
+``error: <what> (<how to fix>)`` and exits 2; ``--debug`` shows the traceback. Anything else is a
+bug in symdistill and shows its traceback. Warnings raised while a command runs are printed after it
+succeeds (an error stays one line).
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+import warnings
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError
+from symdistill.io import describe_os_error
 
 #: Stage modules that contribute commands, in data-flow order. A missing one is skipped, so the
 #: CLI works while later stages are being built.
@@ -45,23 +53,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _value_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
+    """(every option string, the options that take one value), over the parser and its subcommands."""
+    options, valued = set(), set()
+    parsers = [parser]
+    while parsers:
+        p = parsers.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            options.update(action.option_strings)
+            if action.option_strings and action.nargs is None:
+                valued.update(action.option_strings)
+    return options, valued
+
+
+def join_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--potential -m1*m2/r`` -> ``--potential=-m1*m2/r``: argparse would take a value that starts
+    with ``-`` for an option (and `-1e-3` too). Only for options that take one value, and values that are
+    no option."""
+    options, valued = _value_flags(parser)
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in valued and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in options \
+                and argv[i + 1].split("=", 1)[0] not in options:
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+#: The longest error line printed (a message quoting a huge input is cut).
+MAX_ERROR = 400
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 20] + f" ... ({len(line)} characters)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(argv, parser))
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return int(args.handler(args) or 0)
-    except SymdistillError as e:
-        if args.debug:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            code = int(args.handler(args) or 0)
+        except SymdistillError as e:
+            return _fail(args, _one_line(e))
+        except OSError as e:  # the environment: a full disk, a permission, a path
+            return _fail(args, _one_line(describe_os_error(e)))
+        except MemoryError:
+            return _fail(args, "out of memory (ask for less: fewer simulations, bodies or steps, or a smaller batch)")
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception:
+            if not args.debug:
+                traceback.print_exc()
+                print("This is a bug in symdistill: please report it with the command and this traceback.",
+                      file=sys.stderr)
+                return 1
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    for w in caught:
+        print(f"warning: {_one_line(w.message)}", file=sys.stderr)
+    return code
+
+
+def _fail(args, message: str) -> int:
+    if args.debug:
+        raise
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -27,10 +28,24 @@ def check_dim(dim: int) -> None:
 
 
 def check_positive(name: str, value: float | None, *, allow_zero: bool = False, optional: bool = False) -> None:
-    """One-line error unless ``value`` > 0 (>= 0 with ``allow_zero``); ``optional`` also accepts None."""
+    """One-line error unless ``value`` is a finite number > 0 (>= 0 with ``allow_zero``); ``optional``
+    also accepts None."""
     if optional and value is None:
         return
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        op = ">=" if allow_zero else ">"
+    op = ">=" if allow_zero else ">"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SymdistillError(f"`{name}` must be a number {op} 0 (got {value!r})")
+    if not math.isfinite(value):
+        raise SymdistillError(f"`{name}` must be a finite number {op} 0 (got {value})")
+    if not (value >= 0 if allow_zero else value > 0):
         raise SymdistillError(f"`{name}` must be {op} 0 (got {value})")
+
+
+#: Seeds are non-negative and below 2**32 (what numpy and torch both accept; a seed + k stays valid).
+MAX_SEED = 2**32 - 1024
+
+
+def check_seed(name: str, value) -> None:
+    """One-line error unless ``value`` is an integer seed in [0, MAX_SEED)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SEED:
+        raise SymdistillError(f"`{name}` must be an integer from 0 to {MAX_SEED - 1} (got {value!r})")

@@ -47,7 +47,7 @@ import sympy as sp
 from symdistill.baselines.sparse import (LIBRARY, THRESHOLD, SparsePairRegression, pair_geometry,
                                          relative_weights, stlsq)
 from symdistill.distill.snap import SNAP_TOLERANCE, _lead_key, candidates, textbook
-from symdistill.errors import SymdistillError, check_positive
+from symdistill.errors import SymdistillError, check_positive, check_seed
 from symdistill.expr import parse_formula
 from symdistill.simulate.dataset import open_dataset
 from symdistill.simulate.potentials import EDGE_VARIABLES, EPS, PAIR_VARIABLES, SYM, Law
@@ -102,6 +102,7 @@ class LibraryConfig:
         object.__setattr__(self, "terms", tuple(self.terms))
         check_positive("max_snapshots", self.max_snapshots)
         check_positive("noise_factor", self.noise_factor)
+        check_seed("seed", self.seed)
         if not 0 <= self.threshold < 1:
             raise SymdistillError(f"`threshold` must be in [0, 1) (got {self.threshold})")
         if not self.builtin and not self.terms:

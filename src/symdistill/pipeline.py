@@ -16,12 +16,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from symdistill.distill.session import DistillConfig, distill_run
-from symdistill.errors import SymdistillError, check_dim, check_positive
-from symdistill.io import write_json
+from symdistill.errors import SymdistillError, check_dim, check_positive, check_seed
+from symdistill.io import read_json, write_json
+from symdistill.limits import DEFAULT_MAX_SIZE
+from symdistill.runfolder import claim
 from symdistill.library import LibraryConfig, check_method, fit_library, write_library_run
 from symdistill.report.run_report import write_report
 from symdistill.report.trajectories import plot_trajectories
 from symdistill.simulate import SimulationConfig, get_law, open_dataset, simulate_to_file
+from symdistill.simulate.dataset import check_simulation_size
 from symdistill.train.config import RunConfig
 from symdistill.train.loop import train
 from symdistill.versions import versions
@@ -76,6 +79,9 @@ class PipelineConfig:
         for name in ("time_budget", "train_steps", "sr_evaluations", "sr_budget", "node_budget", "sr_patience"):
             check_positive(name, getattr(self, name), optional=True)
         check_dim(self.dim)
+        check_seed("seed", self.seed)
+        from symdistill.models.network import ModelConfig
+        ModelConfig(variant=self.model, edge_inputs=self.edge_inputs)  # a bad name fails before any simulation
 
     @property
     def steps(self) -> int:
@@ -87,33 +93,61 @@ class PipelineConfig:
         return TRAIN_CAP_SECONDS[self.dim] if self.time_budget is None else self.time_budget
 
 
-def simulate_data(c: PipelineConfig, data: Path, law=None, *, progress: bool = False) -> tuple[Path, Path]:
+def _simulations(c: PipelineConfig, data: Path) -> tuple[tuple[Path, SimulationConfig], ...]:
+    sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
+    return ((data / "train.h5", SimulationConfig(n_sims=c.n_sims, seed=c.seed, **sim)),
+            (data / "test.h5", SimulationConfig(n_sims=c.test_sims, seed=c.seed + 1, **sim)))
+
+
+def simulate_data(c: PipelineConfig, data: Path, law=None, *, progress: bool = False,
+                  max_size: int | None = DEFAULT_MAX_SIZE) -> tuple[Path, Path]:
     """The run's training and test files in the folder ``data`` (simulated unless already there: a
     resumed run reuses its data); returns their paths."""
     law = law or get_law(c.system if c.potential is None else None, potential=c.potential)
-    sim = dict(n_bodies=c.n_bodies, dim=c.dim, n_steps=c.n_steps)
     observe = {} if c.noise is None else {"noise": c.noise}  # positions only, derivatives estimated
-    files = data / "train.h5", data / "test.h5"
-    for path, n_sims, seed in ((files[0], c.n_sims, c.seed), (files[1], c.test_sims, c.seed + 1)):
+    for path, sim in _simulations(c, data):
         if not path.exists():
-            simulate_to_file(path, law, config=SimulationConfig(n_sims=n_sims, seed=seed, **sim),
-                             progress=progress, **observe)
-    return files
+            simulate_to_file(path, law, config=sim, progress=progress, max_size=max_size, **observe)
+    return data / "train.h5", data / "test.h5"
 
 
-def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = True, log=print) -> dict:
+def _has_results(out: Path) -> bool:
+    """Whether a run folder holds results of its recorded config (its data, at least)."""
+    return any((out / p).exists() for p in ("data/train.h5", "data/test.h5", "train", "library", "result.json"))
+
+
+def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = True, log=print,
+                 max_size: int | None = DEFAULT_MAX_SIZE) -> dict:
+    """The main job in the run folder ``out`` (module docstring); returns what ``result.json`` holds.
+
+    The folder is a record (:mod:`symdistill.runfolder`): the config is stored on creation and a
+    later call must give the same one, which continues an interrupted run (its data, its training
+    checkpoint) or returns the finished result; another config is refused with the differences.
+    Sizes are checked before anything is simulated (``max_size``: :mod:`symdistill.limits`)."""
     c = config or PipelineConfig()
     out = Path(out)
-    if (out / "result.json").exists():
-        raise SymdistillError(f"{out} already holds a finished run: choose another --out")
-    t0 = time.perf_counter()
     law = get_law(c.system if c.potential is None else None, potential=c.potential)
+    request = asdict(c)
+    for path, sim in _simulations(c, out / "data"):
+        if not path.exists():
+            check_simulation_size(sim, path, observed=c.noise is not None, max_size=max_size)
+    with claim(out, "run", request, record="pipeline.json", key="config", log=log, results=_has_results,
+               extra={"versions": versions(), "stage_seconds": {}}) as existing:
+        if existing and (out / "result.json").exists():
+            log(f"{out} already holds this run, finished: its result is shown")
+            return read_json(out / "result.json", "result")
+        if existing:
+            log(f"{out} holds this run, unfinished: continuing it")
+        return _run_pipeline(out, c, law, progress, log, max_size)
+
+
+def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_size) -> dict:
+    t0 = time.perf_counter()
     record = out / "pipeline.json"
     save_record = lambda stages: write_json(record, {"config": asdict(c), "versions": versions(),  # noqa: E731
                                                      "stage_seconds": stages})
-    save_record(json.loads(record.read_text()).get("stage_seconds", {}) if record.exists() else {})
     fresh = not all((out / "data" / f).exists() for f in ("train.h5", "test.h5"))
-    train_file, test_file = simulate_data(c, out / "data", law, progress=progress)
+    train_file, test_file = simulate_data(c, out / "data", law, progress=progress, max_size=max_size)
     simulate_seconds = time.perf_counter() - t0
     log(f"simulated {law.describe()} ({simulate_seconds:.0f} s)")
     if fresh:  # the report's header shows it (a resumed run reused its data and keeps its record)
@@ -204,13 +238,14 @@ def _run(args) -> int:
               if getattr(args, k) is not None}
     if args.library_term:
         fields["library_terms"] = tuple(args.library_term)
-    if args.potential:
+    if args.potential is not None:
         fields.update(system=None, potential=args.potential)
     elif args.system:
         fields["system"] = args.system
     c = PipelineConfig(**fields)
     quiet = args.json or args.quiet
-    result = run_pipeline(args.out, c, progress=not quiet, log=(lambda *a, **k: None) if quiet else print)
+    result = run_pipeline(args.out, c, progress=not quiet, log=(lambda *a, **k: None) if quiet else print,
+                          max_size=args.max_size)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
@@ -250,6 +285,8 @@ def _demo(args) -> int:
 
 
 def register(sub) -> None:
+    from symdistill.simulate.commands import add_size_arg
+
     p = sub.add_parser("run", help="simulate -> train -> distill -> verify -> report (the main job)")
     law = p.add_mutually_exclusive_group()
     law.add_argument("--system", help="spring, r1, r2, charge, damped or discontinuous (default spring)")
@@ -278,6 +315,7 @@ def register(sub) -> None:
                    help="observe positions only, with Gaussian noise of this size relative to the position "
                         "scale (e.g. 0.01); accelerations are then estimated from them")
     p.add_argument("--out", required=True, help="run folder")
+    add_size_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_run)

@@ -13,7 +13,8 @@ def _distill(args):
     names = ("search", "backend", "sr_budget", "seed", "select", "trim_closest", "trim_largest")
     fields = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     quiet = args.json
-    result = distill_run(args.run, DistillConfig(**fields), log=(lambda *a, **k: None) if quiet else print)
+    result = distill_run(args.run, DistillConfig(**fields), replace=args.replace,
+                         log=(lambda *a, **k: None) if quiet else print)
     _, html = write_report(args.run)
     if args.json:
         json.dump({k: result.get(k) for k in ("formula", "truth", "recovered", "fits", "seconds", "force_r2",
@@ -40,5 +41,7 @@ def register(sub) -> None:
     p.add_argument("--trim-largest", type=float,
                    help="fraction of edges with the largest scalar |g| left out of the search (default 0.01)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--replace", action="store_true",
+                   help="replace an earlier distillation of this run made with other options (default: refuse)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_distill)

@@ -7,6 +7,7 @@ returns the same record as a dict.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ from symdistill.distill.snap import final_law, normalise, physical_scale, textbo
 from symdistill.distill.sr import SymbolicRegression
 from symdistill.distill.structured import plain_search, structured_search
 from symdistill.distill.verify import verify
-from symdistill.errors import SymdistillError, check_positive
+from symdistill.errors import SymdistillError, check_positive, check_seed
 from symdistill.graphs.batch import GraphBatch
-from symdistill.io import atomic_path, write_json, write_text
+from symdistill.io import atomic_path, read_json, remove_stale_temporaries, write_json, write_text
+from symdistill.runfolder import differences, folder_lock
 from symdistill.simulate import initial_conditions, open_dataset
 from symdistill.simulate.integrate import Bodies, accelerations
 from symdistill.simulate.potentials import Law
@@ -85,6 +87,7 @@ class DistillConfig:
         for name in ("trim_closest", "trim_largest"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise SymdistillError(f"`{name}` must be in [0, 0.5) (got {getattr(self, name)})")
+        check_seed("seed", self.seed)
 
 
 #: The node model turns summed forces into accelerations: arithmetic is enough, and keeping exp and
@@ -161,14 +164,31 @@ def force_string(scalar: sp.Expr, dim: int) -> str:
     return f"({sp.sstr(scalar)}) * ({comps})/(r - 0.01)"
 
 
-def distill_run(run_dir, config: DistillConfig | None = None, *, log=print) -> dict:
+def distill_run(run_dir, config: DistillConfig | None = None, *, replace: bool = False, log=print) -> dict:
     """Distil the run in ``run_dir`` (see the module docstring).
 
     No leakage: messages, node formulas, the choice among candidates, the refit and the snapping all
-    use *training* graphs; the test file is read once, for the final network-vs-formula comparison."""
+    use *training* graphs; the test file is read once, for the final network-vs-formula comparison.
+
+    The run folder is locked meanwhile (a run still training is refused); an earlier distillation
+    with another config is kept unless ``replace`` (the same config: done again, the same result)."""
     c = config or DistillConfig()
-    t0 = time.perf_counter()
     run = load_run(run_dir)
+    with folder_lock(run.path, "distill", log=log):
+        remove_stale_temporaries(run.path, recursive=True)
+        previous = run.path / "distill.json"
+        if previous.exists() and not replace:
+            diff = differences(read_json(previous, "distillation").get("config") or {},
+                               json.loads(json.dumps(asdict(c))))
+            if diff:
+                raise SymdistillError(f"{run.path} holds a distillation with another config ({'; '.join(diff[:4])}): "
+                                      "pass --replace to replace it, or repeat it with the same options")
+        return _distill(run, c, log)
+
+
+def _distill(run, c: DistillConfig, log) -> dict:
+    t0 = time.perf_counter()
+    run_dir = run.path
     model, dim = run.model, run.model.dim
     law = _law_of(run)
     stride = max(1, run.config.data.step_stride)

@@ -6,10 +6,10 @@ wall time per stage)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from symdistill.io import read_json
 from symdistill.report.page import Report
 from symdistill.simulate import open_dataset
 from symdistill.simulate.potentials import Law
@@ -38,7 +38,7 @@ class RunFacts:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 def run_facts(run: Path, distill: dict | None, history: dict) -> RunFacts:

@@ -5,13 +5,13 @@ Markdown + one self-contained HTML page + PNG figures, each figure captioned wit
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from symdistill.errors import SymdistillError
 from symdistill.expr import parse_formula
+from symdistill.io import read_json
 from symdistill.report import figures
 from symdistill.report.header import RunFacts, run_facts, title, write_header
 from symdistill.report.law_figure import VARIABLES, law_figure
@@ -25,14 +25,17 @@ def read_csv_columns(path: Path) -> dict[str, list]:
     """Columns of a history file: numbers as floats, ``force_r2`` as one list of floats per row."""
     if not path.exists():
         return {}
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error):
+        return {}  # a damaged history: the report goes without its curves
     out: dict[str, list] = {}
     for row in rows:
         for k, v in row.items():
             try:
                 out.setdefault(k, []).append([float(x) for x in v.split()] if k == "force_r2" else float(v))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, AttributeError):
                 pass
     return out
 
@@ -43,7 +46,7 @@ def write_report(run_dir, out=None) -> tuple[Path, Path]:
     run = Path(run_dir)
     out = run if out is None else Path(out)
     figs = out / "figures"
-    d = json.loads((run / "distill.json").read_text()) if (run / "distill.json").exists() else None
+    d = read_json(run / "distill.json", "distillation") if (run / "distill.json").exists() else None
     hist = read_csv_columns(run / "history.csv")
     facts = run_facts(run, d, hist)
     rep = Report(title(facts, d))

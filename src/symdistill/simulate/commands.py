@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
+from symdistill.errors import SymdistillError
+from symdistill.limits import DEFAULT_MAX_SIZE, parse_size
 from symdistill.simulate.dataset import open_dataset, simulate_to_file
 from symdistill.simulate.observe import METHODS, as_estimator, derive_file
 from symdistill.simulate.simulate import SimulationConfig
@@ -42,20 +45,43 @@ def config_from_args(args) -> SimulationConfig:
                             integrator=args.integrator, seed=args.seed)
 
 
+def law_args(args) -> tuple[str | None, str | None]:
+    """(system, potential) from --system/--potential (spring when neither is given; an empty
+    --potential is given, and an error, not spring)."""
+    if args.potential is not None:
+        return None, args.potential
+    return args.system or "spring", None
+
+
+def size_arg(text: str) -> int | None:
+    """argparse type of ``--max-size`` (its error is the parser's one line)."""
+    try:
+        return parse_size(text)
+    except SymdistillError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_size_arg(p) -> None:
+    p.add_argument("--max-size", type=size_arg, default=DEFAULT_MAX_SIZE, metavar="SIZE",
+                   help="refuse to write more than this, estimated before any work (default 8G; e.g. 500M, "
+                        "100G; none: no size or free-space check)")
+
+
 def _simulate(args) -> int:
-    system = args.system if args.system or args.potential else "spring"
+    system, potential = law_args(args)
     config = config_from_args(args)
     t0 = time.perf_counter()
-    path = simulate_to_file(args.out, system if not args.potential else None, potential=args.potential,
+    path = simulate_to_file(args.out, system, potential=potential,
                             config=config, paper_quirks=args.paper_quirks, damping=args.damping,
                             progress=not args.quiet, file_dtype=args.file_dtype, noise=args.noise,
-                            estimator=as_estimator(args.estimator, window=args.window))
+                            estimator=as_estimator(args.estimator, window=args.window), max_size=args.max_size)
     return _summarise(path, t0, args.quiet)
 
 
 def _derive(args) -> int:
     t0 = time.perf_counter()
-    path = derive_file(args.data, args.out, estimator=as_estimator(args.estimator, window=args.window))
+    path = derive_file(args.data, args.out, estimator=as_estimator(args.estimator, window=args.window),
+                       max_size=args.max_size)
     return _summarise(path, t0, args.quiet)
 
 
@@ -99,6 +125,7 @@ def register(sub) -> None:
                    help="observe positions only, with Gaussian noise of this size x the position scale; "
                         "vel and acc are then estimated from them (default: exact states)")
     add_estimator_args(p)
+    add_size_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(handler=_simulate)
 
@@ -107,6 +134,7 @@ def register(sub) -> None:
                                                  "attributes dim, n_bodies, dt")
     p.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     add_estimator_args(p)
+    add_size_arg(p)
     p.add_argument("--quiet", action="store_true", help="no summary")
     p.set_defaults(handler=_derive)
 

@@ -24,7 +24,6 @@ asked for.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -32,7 +31,8 @@ import numpy as np
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError
-from symdistill.io import atomic_path
+from symdistill.io import atomic_path, check_output_file, remove_stale_temporaries, temporary_path
+from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size, check_memory
 from symdistill.simulate.potentials import BUILTIN, Law, get_law
 from symdistill.simulate.simulate import SimulationConfig, initial_conditions, integrate_chunks
 
@@ -44,19 +44,26 @@ OBSERVATION = ("pos_observed", "acc_true")  # positions-only files; never read b
 def simulate_to_file(path, system=None, *, potential=None, config: SimulationConfig,
                      paper_quirks: bool = False, damping: float | None = None,
                      progress: bool = False, file_dtype: str = "float64",
-                     noise: float | None = None, estimator=None) -> Path:
+                     noise: float | None = None, estimator=None, max_size: int | None = DEFAULT_MAX_SIZE) -> Path:
     """Simulate and stream the result to an HDF5 file (atomically: complete or absent).
 
     ``noise`` None: the exact states. A number >= 0: positions only are observed, with Gaussian noise
     of ``noise`` x the position scale, and vel/acc estimated from them by ``estimator`` ("savgol",
     "spline" or an :class:`~symdistill.simulate.observe.Estimator`; default savgol); the noise is
     seeded by ``config.seed`` (see :func:`symdistill.simulate.observe.observe`).
+
+    Before any work: ``path`` must be writable and not an existing file other than a dataset; the
+    bytes written must fit under ``max_size`` (None: no limit) and on the disk, and the integration
+    in memory (:mod:`symdistill.limits`). A simulation that overflows (NaN or inf) writes nothing.
     """
     law = get_law(system, potential=potential, paper_quirks=paper_quirks, damping=damping)
     if callable(system) or callable(potential):
         if not law.has_truth:
             raise SymdistillError("A law from an opaque callable cannot be saved to a file: give it as a string")
-    path = Path(path)
+    if file_dtype not in FILE_DTYPES:
+        raise SymdistillError(f"`file_dtype` must be one of {', '.join(FILE_DTYPES)} (got {file_dtype!r})")
+    path = check_output_file(path, what="the dataset")
+    check_simulation_size(config, path, file_dtype=file_dtype, observed=noise is not None, max_size=max_size)
     if noise is None:
         with atomic_path(path) as tmp:
             _write_simulation(tmp, law, config, progress, file_dtype)
@@ -65,14 +72,35 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
     check_noise(noise)
     est = as_estimator(estimator)
     est.check_steps(config.n_steps)  # before simulating
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, exact = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".exact.tmp")
-    os.close(fd)
+    remove_stale_temporaries(path.parent, name=path.name)
+    exact = temporary_path(path, "exact")
     try:
         _write_simulation(exact, law, config, progress, "float64")
-        return derive_file(exact, path, noise=noise, seed=config.seed, estimator=est, file_dtype=file_dtype)
+        return derive_file(exact, path, noise=noise, seed=config.seed, estimator=est, file_dtype=file_dtype,
+                           max_size=None)  # already counted above
     finally:
         os.unlink(exact)
+
+
+FILE_DTYPES = ("float64", "float32")
+
+
+def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float64", observed: bool = False,
+                          max_size: int | None = DEFAULT_MAX_SIZE) -> None:
+    """Refuse, before simulating, a dataset whose file or whose integration would not fit (module doc)."""
+    states = float(c.n_sims) * c.n_steps * c.n_bodies * c.dim
+    item = np.dtype(file_dtype).itemsize
+    need = 3 * states * item + 2 * c.n_sims * c.n_bodies * 8 + c.n_steps * 8
+    if observed:  # the exact simulation (a temporary file), then pos, vel, acc, pos_observed, acc_true
+        need = 3 * states * 8 + 5 * states * item
+    fix = "ask for fewer --n-sims, --steps or --n-bodies"
+    check_file_size(f"{c.n_sims} simulations x {c.n_steps} steps x {c.n_bodies} bodies", need, path, max_size, fix=fix)
+    if max_size is not None:
+        pair = 40.0 * c.n_bodies**2 * c.dim * 8  # the integrator's temporaries for one simulation
+        batch = c.auto_batch()
+        memory = batch * pair + batch * min(c.n_steps, 50) * c.n_bodies * c.dim * 8 * 3 + 5 * c.n_sims * c.n_bodies * c.dim * 8
+        check_memory(f"Integrating {c.n_bodies} bodies (pairwise forces: memory grows as n_bodies^2)", memory,
+                     fix="ask for fewer --n-bodies or --n-sims")
 
 
 def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str) -> None:
@@ -133,33 +161,76 @@ class NBodyDataset:
 
     def _validate(self) -> None:
         f = self._f
-        for name in ("pos", "mass"):  # vel and acc can be estimated from pos: `symdistill derive`
-            if name not in f:
-                raise self._fail(f"missing dataset {name!r}")
-        for a in ("dim", "n_bodies", "dt"):
-            if a not in f.attrs:
-                raise self._fail(f"missing attribute {a!r}")
-        self.dim, self.n_bodies, self.dt = int(f.attrs["dim"]), int(f.attrs["n_bodies"]), float(f.attrs["dt"])
-        if f["pos"].ndim != 4:
-            raise self._fail(f"'pos' has shape {f['pos'].shape}, expected [n_sims, n_steps, n_bodies, dim]")
-        self.n_sims, self.n_steps = f["pos"].shape[:2]
+        pos = self._dataset("pos")  # vel and acc can be estimated from pos: `symdistill derive`
+        mass = self._dataset("mass")
+        self.dim = self._attr("dim", int)
+        self.n_bodies = self._attr("n_bodies", int)
+        self.dt = self._attr("dt", float)
+        if self.dim not in (2, 3):
+            raise self._fail(f"attribute 'dim' is {self.dim}, expected 2 or 3")
+        if self.n_bodies < 2:
+            raise self._fail(f"attribute 'n_bodies' is {self.n_bodies}, expected at least 2 (a pair law)")
+        if not (np.isfinite(self.dt) and self.dt > 0):
+            raise self._fail(f"attribute 'dt' is {self.dt}, expected a finite number > 0")
+        if pos.ndim != 4 or pos.shape[2:] != (self.n_bodies, self.dim):
+            raise self._fail(f"'pos' has shape {pos.shape}, expected [n_sims, n_steps, {self.n_bodies}, {self.dim}] "
+                             "(n_bodies and dim from the attributes)")
+        self.n_sims, self.n_steps = pos.shape[:2]
+        if self.n_sims == 0 or self.n_steps == 0:
+            raise self._fail(f"'pos' holds {self.n_sims} simulations of {self.n_steps} steps, expected at least 1 of 1")
         shape = (self.n_sims, self.n_steps, self.n_bodies, self.dim)
         for name in STATE + OBSERVATION:
-            if name in f and f[name].shape != shape:
-                raise self._fail(f"{name!r} has shape {f[name].shape}, expected {shape}")
-        if "charge" not in f:
-            pass  # charge-free data: read() returns zeros
-        for name in ("mass", "charge"):
-            if name in f and f[name].shape != shape[:1] + shape[2:3]:
-                raise self._fail(f"{name!r} has shape {f[name].shape}, expected {(self.n_sims, self.n_bodies)}")
-        self.mass = np.asarray(f["mass"][...], dtype=np.float64)
-        self.charge = (np.asarray(f["charge"][...], dtype=np.float64) if "charge" in f
-                       else np.zeros_like(self.mass))
+            d = self._dataset(name, required=False)
+            if d is not None and d.shape != shape:
+                raise self._fail(f"{name!r} has shape {d.shape}, expected {shape}")
+        charge = self._dataset("charge", required=False)  # absent: charge-free data, read() gives zeros
+        for name, d in (("mass", mass), ("charge", charge)):
+            if d is not None and d.shape != shape[:1] + shape[2:3]:
+                raise self._fail(f"{name!r} has shape {d.shape}, expected {(self.n_sims, self.n_bodies)}")
+        self.mass = self._load(mass)
+        self.charge = self._load(charge) if charge is not None else np.zeros_like(self.mass)
         if not np.isfinite(self.mass).all() or (self.mass <= 0).any():
             raise self._fail("'mass' must be finite and > 0")
         if not np.isfinite(self.charge).all():
             raise self._fail("'charge' contains NaN or inf")
-        self.t = np.asarray(f["t"][...]) if "t" in f else np.arange(self.n_steps) * self.dt
+        t = self._dataset("t", required=False)
+        if t is not None and t.shape != (self.n_steps,):
+            raise self._fail(f"'t' has shape {t.shape}, expected ({self.n_steps},)")
+        self.t = self._load(t) if t is not None else np.arange(self.n_steps) * self.dt
+        if not np.isfinite(self.t).all():
+            raise self._fail("'t' contains NaN or inf")
+
+    def _dataset(self, name: str, *, required: bool = True):
+        """The numeric dataset ``name`` (None if absent and not required)."""
+        try:
+            d = self._f.get(name)
+        except (KeyError, OSError, RuntimeError):  # a broken link or a damaged object
+            raise self._fail(f"{name!r} cannot be read (a damaged file?)") from None
+        if d is None:
+            if required:
+                raise self._fail(f"missing dataset {name!r}")
+            return None
+        if not isinstance(d, h5py.Dataset):
+            raise self._fail(f"{name!r} is a {type(d).__name__.lower()}, expected a dataset")
+        if d.dtype.kind not in "fiu":
+            raise self._fail(f"{name!r} holds {d.dtype} values, expected numbers")
+        return d
+
+    def _attr(self, name: str, kind: type):
+        if name not in self._f.attrs:
+            raise self._fail(f"missing attribute {name!r}")
+        value = np.asarray(self._f.attrs[name])
+        if value.size != 1 or value.dtype.kind not in "fiu" or (kind is int and value.dtype.kind == "f"
+                                                                and value.item() != int(value.item())):
+            raise self._fail(f"attribute {name!r} is {_short(repr(self._f.attrs[name]))}, expected one "
+                             f"{'integer' if kind is int else 'number'}")
+        return kind(value.item())
+
+    def _load(self, d) -> np.ndarray:
+        try:
+            return np.asarray(d[...], dtype=np.float64)
+        except (OSError, RuntimeError) as e:
+            raise self._fail(f"{d.name.lstrip('/')!r} cannot be read ({str(e)[:60]}; a damaged file?)") from None
 
     # ---- metadata --------------------------------------------------------------------------
     @property
@@ -169,6 +240,8 @@ class NBodyDataset:
     @property
     def system(self) -> str | None:
         s = self._f.attrs.get("system")
+        if isinstance(s, bytes):
+            s = s.decode("utf-8", "replace")
         return None if s is None else str(s)
 
     @property
@@ -182,17 +255,28 @@ class NBodyDataset:
     @property
     def observed(self) -> bool:
         """True for positions-only observations (vel and acc estimated from noisy positions)."""
-        return self._f.attrs.get("observed") == "positions"
+        value = self._f.attrs.get("observed")
+        return isinstance(value, (str, bytes)) and value in ("positions", b"positions")
 
     def law(self) -> Law | None:
-        """The law that generated the file (None for foreign data without a ``system`` attribute)."""
+        """The law that generated the file: None for foreign data without a ``system`` attribute, or
+        with one that is neither a built-in system nor a potential (a label such as "wormhole": the
+        data is used, without a ground truth)."""
         if self.system is None:
             return None
         a = self.attrs
-        kwargs = dict(dt=self.dt, damping=float(a.get("damping", 0.0)))
-        if self.system in BUILTIN:
-            return get_law(self.system, paper_quirks=bool(a.get("paper_quirks", False)), **kwargs)
-        return get_law(potential=self.system, **kwargs)
+        try:
+            damping = float(a.get("damping", 0.0))
+        except (TypeError, ValueError):
+            damping = 0.0
+        damping = damping if np.isfinite(damping) and damping >= 0 else 0.0
+        try:
+            if self.system in BUILTIN:
+                return get_law(self.system, paper_quirks=bool(a.get("paper_quirks", False)), dt=self.dt,
+                               damping=damping)
+            return get_law(potential=self.system, dt=self.dt, damping=damping)
+        except SymdistillError:
+            return None
 
     def __getattr__(self, name):
         if name in STATE:
@@ -251,14 +335,20 @@ class NBodyDataset:
         law = self.law()
         lines = [
             f"{self.path}: {self.n_sims} simulations x {self.n_steps} steps, {self.n_bodies} bodies, {self.dim}D",
-            f"  system: {self.system or '(unknown)'}" + (f"   U(r) = {law.energy}" if law and law.energy is not None else ""),
-            f"  dt: {self.dt:g}   t: {self.t[0]:g} .. {self.t[-1]:g}   seed: {a.get('seed', '?')}   "
-            f"integrator: {a.get('integrator', '?')} x{a.get('substeps', '?')}..{a.get('max_substeps', '?')}   version: {a.get('version', '?')}",
+            f"  system: {_short(self.system, 80) if self.system else '(unknown)'}"
+            + (f"   U(r) = {law.energy}" if law and law.energy is not None
+               else "   (not a built-in system or a potential: no ground truth)" if self.system else ""),
+            f"  dt: {self.dt:g}   t: {self.t[0]:g} .. {self.t[-1]:g}   seed: {_short(a.get('seed', '?'))}   "
+            f"integrator: {_short(a.get('integrator', '?'))} x{_short(a.get('substeps', '?'))}.."
+            f"{_short(a.get('max_substeps', '?'))}   version: {_short(a.get('version', '?'))}",
             f"  mass: {self.mass.min():.3g} .. {self.mass.max():.3g}   charge: {np.unique(np.round(self.charge, 3))[:5]}",
             f"  datasets: {', '.join(k for k in self._f.keys())}   size: {os.path.getsize(self.path) / 2**20:.1f} MiB",
         ]
         if self.observed:
-            lines += self._observation_lines(a)
+            try:
+                lines += self._observation_lines(a)
+            except (KeyError, TypeError, ValueError):
+                lines.append("  observed: positions only (its estimator attributes are incomplete)")
         missing = [n for n in ("vel", "acc") if n not in self._f]
         if missing and not self.observed:
             lines.append(f"  no {' or '.join(missing)}: estimate them from pos with "
@@ -290,6 +380,12 @@ class NBodyDataset:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _short(value, n: int = 40) -> str:
+    """``value`` as text, cut to ``n`` characters (attributes of foreign files can be anything)."""
+    text = str(value)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _read_sorted(dset, idx: np.ndarray, steps):

@@ -56,6 +56,7 @@ spline (its error is at the interior level from the 5th state).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -66,7 +67,8 @@ from scipy.signal import savgol_filter
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError, check_positive, unknown_name
-from symdistill.io import atomic_path
+from symdistill.io import atomic_path, check_output_file
+from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size
 
 METHODS = ("savgol", "spline")
 POLYORDER = 3            # savgol default (measured: module docstring)
@@ -402,23 +404,31 @@ def observation_attrs(noise: float | None, scale: float, est: Estimator, n: Nois
 
 # ---- files -----------------------------------------------------------------------------------
 def derive_file(src, dst, *, noise: float | None = None, seed: int | None = None,
-                estimator: str | Estimator | None = None, file_dtype: str = "float64", **options) -> Path:
+                estimator: str | Estimator | None = None, file_dtype: str = "float64",
+                max_size: int | None = DEFAULT_MAX_SIZE, **options) -> Path:
     """Estimate vel and acc from the positions of dataset ``src`` and write dataset ``dst`` (atomically).
 
     ``noise`` None: ``src``'s positions as they are (a user's positions-only file); a number >= 0:
     first add that relative noise (seeded by ``seed``, default the file's ``seed`` attribute). ``src``'s
     ``acc``, when present, is kept as ``acc_true`` for benchmarks; nothing in training reads it. An
     observed ``src`` is derived again from its ``pos_observed`` (and keeps its ``acc_true``, noise and scale).
-    Simulations are read and written in blocks; the window is chosen on :func:`sample_sims`.
+    Simulations are read and written in blocks; the window is chosen on :func:`sample_sims`. ``dst`` is
+    checked before any work, and its size against ``max_size`` (:mod:`symdistill.limits`).
     """
-    from symdistill.simulate.dataset import FORMAT, open_dataset
+    from symdistill.simulate.dataset import FILE_DTYPES, FORMAT, open_dataset
 
     check_noise(noise)
     est = as_estimator(estimator, **options)
-    dst = Path(dst)
+    if file_dtype not in FILE_DTYPES:
+        raise SymdistillError(f"`file_dtype` must be one of {', '.join(FILE_DTYPES)} (got {file_dtype!r})")
+    dst = check_output_file(dst, what="the derived dataset")
+    if Path(src).exists() and dst.exists() and os.path.samefile(src, dst):
+        raise SymdistillError(f"--out {dst} is the input file: give another --out (the input is kept as it is)")
     with open_dataset(src) as ds:
         s, n, b, d = ds.n_sims, ds.n_steps, ds.n_bodies, ds.dim
         est.check_steps(n)
+        check_file_size(f"Deriving {ds.path}", 5.0 * s * n * b * d * np.dtype(file_dtype).itemsize, dst, max_size,
+                        fix="derive a smaller file")
         if ds.observed and noise is not None:
             raise SymdistillError(f"{ds.path} is already observed with noise: give `noise` only for exact data")
         source, truth = ("pos_observed", "acc_true") if ds.observed else ("pos", "acc")

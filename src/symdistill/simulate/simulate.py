@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from symdistill.errors import SymdistillError, check_dim, check_positive
+from symdistill.errors import SymdistillError, check_dim, check_positive, check_seed
 from symdistill.simulate.integrate import Bodies, accelerations, advance, get_integrator
 from symdistill.simulate.potentials import Law, get_law
 
@@ -38,6 +38,7 @@ class SimulationConfig:
         if self.n_bodies < 2:
             raise SymdistillError(f"`n_bodies` must be >= 2 (got {self.n_bodies})")
         check_dim(self.dim)
+        check_seed("seed", self.seed)
         check_positive("dt", self.dt, optional=True)
         if self.dtype not in ("float64", "float32"):
             raise SymdistillError(f"`dtype` must be float64 or float32 (got {self.dtype!r})")
@@ -131,10 +132,11 @@ def integrate_chunks(law: Law, config: SimulationConfig, *, chunk_steps: int = 5
                         pos, vel, acc = advance(integrator, law, pos, vel, acc, bodies, dt,
                                                 c.substeps, c.max_substeps, c.tolerance)
                     out["pos"][:, i], out["vel"][:, i], out["acc"][:, i] = pos, vel, acc
-                if not torch.isfinite(pos).all():
+                bad = [n for n, v in out.items() if not torch.isfinite(v).all()]
+                if bad:
                     raise SymdistillError(
-                        f"Simulation of {law.name!r} diverged (non-finite positions by step {steps.stop}): "
-                        "lower --dt or raise --substeps"
+                        f"Simulation of {law.name!r} overflowed (NaN or inf in {', '.join(bad)} by step {steps.stop}): "
+                        "nothing was written; lower --dt, raise --substeps, or check the potential's size"
                     )
                 bar.update((sims.stop - sims.start) * k)
                 yield sims, steps, {n: v.cpu().numpy() for n, v in out.items()}

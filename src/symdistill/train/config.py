@@ -7,9 +7,11 @@ every checkpoint. Unknown keys are errors with a suggestion.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 
-from symdistill.errors import SymdistillError, check_positive, unknown_name
+from symdistill.errors import SymdistillError, check_positive, check_seed, unknown_name
 from symdistill.models.network import ModelConfig
 
 
@@ -31,6 +33,7 @@ class DataConfig:
         check_positive("data.step_stride", self.step_stride)
         check_positive("data.eval_graphs", self.eval_graphs)
         check_positive("data.max_sims", self.max_sims, optional=True)
+        check_seed("data.split_seed", self.split_seed)
 
 
 LOSSES = ("relative", "mae")
@@ -78,6 +81,7 @@ class TrainConfig:
             raise unknown_name("precision", self.precision, PRECISIONS)
         if not 0 < self.pct_start < 1:
             raise SymdistillError(f"`train.pct_start` must be in (0, 1) (got {self.pct_start})")
+        check_seed("train.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,27 @@ def _make(cls, values: dict, section: str):
     for k in values:
         if k not in names:
             raise unknown_name(f"{section} option", k, names)
+    check_types(cls, values, section)
     return cls(**values)
+
+
+def check_types(cls, values: dict, section: str) -> None:
+    """One-line error for a value of the wrong type (``--set model.l1_weight=abc``), by the field's annotation."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        for kind, label, ok in ((bool, "true or false", lambda v: isinstance(v, bool)),
+                                (int, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                                (float, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+                                (str, "a string", lambda v: isinstance(v, str))):
+            if kind in allowed:
+                if not ok(value):
+                    none = " or none" if type(None) in allowed else ""
+                    raise SymdistillError(f"`{section}.{key}` must be {label}{none} (got {value!r})")
+                break
 
 
 def _locate(key: str) -> tuple[str, str]:

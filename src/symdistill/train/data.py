@@ -13,6 +13,7 @@ import torch
 
 from symdistill.errors import SymdistillError
 from symdistill.graphs.batch import GraphBatch
+from symdistill.limits import check_memory
 from symdistill.graphs.edges import batch_edge_index, fully_connected
 from symdistill.simulate.dataset import open_dataset
 from symdistill.simulate.potentials import Law
@@ -94,5 +95,10 @@ def load_graphs(path, sims=None, *, step_stride: int = 1) -> GraphData:
             raise SymdistillError(f"{path} has no accelerations ('acc'); training needs them: estimate them "
                                   f"from its positions with `symdistill derive --data {path} --out OUT.h5`")
         sims = np.arange(ds.n_sims) if sims is None else np.asarray(sims)
+        steps = len(range(0, ds.n_steps, step_stride))
+        # float64 as read, then float32 tensors (and their graph copies), 3 fields
+        need = len(sims) * steps * ds.n_bodies * ds.dim * 3 * (8 + 4 + 4) + ds.n_bodies**2 * 8 * 512
+        check_memory(f"Loading {len(sims)} simulations x {steps} steps of {path}", need,
+                     fix="use fewer with --set data.max_sims=N, or keep every k-th state with --set data.step_stride=k")
         arrays = ds.read(np.sort(sims), slice(None, None, step_stride))
         return GraphData.from_arrays(arrays, ds.law())

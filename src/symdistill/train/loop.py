@@ -27,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from symdistill.errors import SymdistillError
-from symdistill.io import write_json, write_text
+from symdistill.io import read_json, remove_stale_temporaries, write_json, write_text
 from symdistill.models.network import GraphNetwork
+from symdistill.runfolder import claim, folder_lock
 from symdistill.simulate.dataset import open_dataset
 from symdistill.train import checkpoint as ckpt
 from symdistill.train.config import RunConfig, TrainConfig
@@ -87,26 +88,76 @@ def step_log_every(total_steps: int) -> int:
     return max(1, min(25, total_steps // 50))
 
 
-def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True,
+def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool = True,
           max_epochs: int | None = None, log=print) -> Path:
     """Train a graph network and write the run folder ``out``; returns its path.
 
-    ``resume=True`` continues the run in ``out`` from its last checkpoint (its saved config wins).
+    The folder is a record (:mod:`symdistill.runfolder`): it stores the requested config on creation,
+    holds a lock while training, and a later call with the same config continues the run from its
+    last checkpoint (or returns at once if it finished), while another config is refused.
+    ``resume=True`` continues the run in ``out`` whatever ``config`` is (its saved config wins).
     ``max_epochs`` stops this call after that many epochs (the run stays resumable).
     """
     out = Path(out)
     if resume:
         if not (out / ckpt.CONFIG).exists():
             raise SymdistillError(f"Nothing to resume in {out}: no {ckpt.CONFIG} (start a run with --data)")
-        import json
-        config = RunConfig.from_saved(json.loads((out / ckpt.CONFIG).read_text())["config"])
-        state = ckpt.load(out / ckpt.CHECKPOINT) if (out / ckpt.CHECKPOINT).exists() else None
-    else:
-        if (out / ckpt.CONFIG).exists():
-            raise SymdistillError(f"{out} already holds a run: continue it with --resume, or choose another --out")
-        if not config.data.path:
-            raise SymdistillError("No training data: give --data FILE (from `symdistill simulate`)")
+        with folder_lock(out, "train --resume", log=log):
+            remove_stale_temporaries(out, recursive=True)
+            saved = read_json(out / ckpt.CONFIG, "run config")
+            config = saved_config(saved, out / ckpt.CONFIG)
+            if (out / ckpt.MODEL).exists():
+                log(f"{out} holds a finished run: nothing to resume")
+                return out
+            return _train(config, saved.get("request", config.to_dict()), out, _checkpoint(out),
+                          progress, max_epochs, log)
+    if not config.data.path:
+        raise SymdistillError("No training data: give --data FILE (from `symdistill simulate`)")
+    if (out / ckpt.CONFIG).exists() and "request" not in read_json(out / ckpt.CONFIG, "run config"):
+        raise SymdistillError(f"{out} already holds a run: continue it with --resume, or choose another --out")
+    request = config.to_dict()
+    extra = {"config": request, "seed": config.train.seed, "versions": ckpt.versions()}
+    has_results = lambda folder: (folder / ckpt.CHECKPOINT).exists() or (folder / ckpt.MODEL).exists()  # noqa: E731
+    with claim(out, "train", request, record=ckpt.CONFIG, extra=extra, results=has_results, log=log) as existing:
         state = None
+        if existing:
+            if (out / ckpt.MODEL).exists():
+                log(f"{out} already holds this run, finished: nothing to do")
+                return out
+            config = saved_config(read_json(out / ckpt.CONFIG, "run config"), out / ckpt.CONFIG)
+            state = _checkpoint(out)
+            log(f"{out} holds this run, unfinished: continuing it")
+        return _train(config, request, out, state, progress, max_epochs, log)
+
+
+def saved_config(saved: dict, path) -> RunConfig:
+    """The RunConfig of a run folder's ``config.json``; a malformed one is a one-line error."""
+    try:
+        return RunConfig.from_saved(saved["config"])
+    except SymdistillError as e:
+        raise SymdistillError(f"{path} holds an invalid config ({e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise SymdistillError(f"{path} is not a symdistill run config ({e.__class__.__name__}: {e}): "
+                              "restore it, or start a new run with another --out") from None
+
+
+def _checkpoint(out: Path) -> dict | None:
+    if not (out / ckpt.CHECKPOINT).exists():
+        return None
+    state = ckpt.load(out / ckpt.CHECKPOINT)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise SymdistillError(f"{out / ckpt.CHECKPOINT} is not a training checkpoint (no {missing[0]!r}): delete it "
+                              "to restart the run from its first step")
+    return state
+
+
+#: What a training checkpoint must hold to be resumed.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "generator", "step", "epoch", "elapsed", "history")
+
+
+def _train(config: RunConfig, request: dict, out: Path, state: dict | None, progress: bool,
+           max_epochs: int | None, log) -> Path:
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -140,8 +191,9 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
             total = t.epochs * steps_per_epoch
         config = replace(config, train=replace(t, total_steps=total, steps_per_epoch=steps_per_epoch))
         t = config.train
-        write_json(out / ckpt.CONFIG, {"config": config.to_dict(), "seed": t.seed, "versions": ckpt.versions(),
-                                       "n_train_graphs": len(train_data), "n_val_graphs": len(val_data)})
+        write_json(out / ckpt.CONFIG, {"config": config.to_dict(), "request": request, "seed": t.seed,
+                                       "versions": ckpt.versions(), "n_train_graphs": len(train_data),
+                                       "n_val_graphs": len(val_data)})
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=t.lr, total_steps=t.total_steps, pct_start=t.pct_start,
         div_factor=t.div_factor, final_div_factor=t.final_div_factor)
@@ -150,10 +202,14 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
     window = [0.0, 0.0, 0]  # loss and penalty summed over the steps since the last step row, and their count
     step, epoch, elapsed0 = 0, 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise SymdistillError(f"{out / ckpt.CHECKPOINT} does not match the run's config ({e.__class__.__name__}): "
+                                  "delete it to restart the run from its first step") from None
         step, epoch, elapsed0, history = state["step"], state["epoch"], state["elapsed"], list(state["history"])
         step_history = list(state.get("step_history", []))  # absent from checkpoints before it was logged
         window = list(state.get("step_window", window))
@@ -220,6 +276,13 @@ def train(config: RunConfig, out, *, resume: bool = False, progress: bool = True
             bar.close()
             return out
     bar.close()
+    if step == 0:
+        raise SymdistillError(f"No training step fitted in the time budget of {t.time_budget} s (loading and the "
+                              f"speed probe took {time.perf_counter() - t_start:.1f} s), so no model was saved: give "
+                              "a larger --time-budget, or --epochs")
+    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
+        raise SymdistillError(f"Training produced non-finite weights: no model was saved in {out}; lower --lr "
+                              f"(now {t.lr:g})")
     ckpt.save(out / ckpt.MODEL, {"model": model.state_dict(), "config": config.to_dict(), "dim": model.dim,
                                  "versions": ckpt.versions(), "step": step, "epoch": epoch})
     if history:

@@ -40,12 +40,19 @@ def load_run(run_dir) -> Run:
     finished = (path / ckpt.MODEL).exists()
     source = path / (ckpt.MODEL if finished else ckpt.CHECKPOINT)
     if not source.exists():
-        raise SymdistillError(f"{path} has no trained model yet (no {ckpt.MODEL} or {ckpt.CHECKPOINT})")
+        raise SymdistillError(f"{path} has no trained model yet (no {ckpt.MODEL} or {ckpt.CHECKPOINT}): "
+                              f"train it with `symdistill train --out {path} ...`")
     state = ckpt.load(source)
-    config = RunConfig.from_saved(state["config"])
-    dim = int(state.get("dim") or _dim_from(state["model"]))
-    model = GraphNetwork(config.model, dim)
-    model.load_state_dict(state["model"])
+    try:
+        config = RunConfig.from_saved(state["config"])
+        dim = int(state.get("dim") or _dim_from(state["model"]))
+        model = GraphNetwork(config.model, dim)
+        model.load_state_dict(state["model"])
+    except SymdistillError as e:
+        raise SymdistillError(f"{source} holds an invalid config ({e})") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise SymdistillError(f"{source} is not a model of this version of symdistill "
+                              f"({e.__class__.__name__}: {str(e)[:80]}): train the run again") from None
     model.eval()
     return Run(path, model, config, config.data.path, config.data.test_path, read_history(path), finished)
 
@@ -59,10 +66,13 @@ def read_history(run_dir) -> list[dict]:
     p = Path(run_dir) / ckpt.HISTORY
     if not p.exists():
         return []
-    with p.open() as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["force_r2"] = [float(x) for x in r["force_r2"].split()]
+    try:
+        with p.open() as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            r["force_r2"] = [float(x) for x in r["force_r2"].split()]
+    except (UnicodeDecodeError, csv.Error, KeyError, ValueError, AttributeError):
+        return []  # a damaged history is only a missing curve: the model is what counts
     return rows
 
 
