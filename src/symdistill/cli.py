@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 import warnings
@@ -131,6 +132,12 @@ def _fail(args, message: str) -> int:
     if args.debug:
         raise
     print(f"error: {message}", file=sys.stderr)
+    from symdistill import io
+
+    if io.HDF5_WRITE_FAILED:  # the HDF5 library can crash at exit after a failed write: leave now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     return 2
 
 

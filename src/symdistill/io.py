@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -115,6 +116,42 @@ def read_json(path, what: str = "record") -> dict:
         raise SymdistillError(f"{path} is not a symdistill {what} (expected a JSON object): restore it, "
                               "or delete the folder and start again")
     return data
+
+
+# ---- a full disk -------------------------------------------------------------------------------------
+
+#: Free bytes kept in reserve while writing (metadata, the close).
+DISK_MARGIN = 256 * 2**10
+#: Set when an HDF5 write failed: the HDF5 library can then crash at interpreter exit, so the CLI
+#: leaves with ``os._exit`` after printing its error line.
+HDF5_WRITE_FAILED = False
+
+
+class SpaceGuard:
+    """Stops a writer that cannot recover from a full disk (HDF5) *before* the disk fills up.
+
+    ``guard.check()`` before each block: an ``OSError(ENOSPC)`` if the free space cannot hold what is
+    left of the ``total`` bytes expected in ``tmp`` (plus :data:`DISK_MARGIN`)."""
+
+    def __init__(self, tmp, total: float, final=None):
+        self.tmp, self.total, self.final = Path(tmp), float(total), Path(final or tmp)
+
+    def check(self) -> None:
+        written = self.tmp.stat().st_size if self.tmp.exists() else 0
+        left = max(0.0, self.total - written)
+        free = shutil.disk_usage(self.tmp.parent).free
+        if free < left + DISK_MARGIN:
+            raise OSError(errno.ENOSPC, "No space left on the disk for the rest of the file", str(self.final))
+
+
+def hdf5_write_error(e: Exception, path) -> OSError:
+    """An exception raised by h5py while writing ``path`` as an OSError (errno from its message)."""
+    global HDF5_WRITE_FAILED
+    HDF5_WRITE_FAILED = True
+    text = str(e)
+    m = re.search(r"errno = (\d+)", text)
+    code = int(m.group(1)) if m else (e.errno if isinstance(e, OSError) and e.errno else errno.EIO)
+    return OSError(code, os.strerror(code), str(path))
 
 
 # ---- output paths, checked before any work ------------------------------------------------------------

@@ -15,19 +15,16 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from symdistill.distill.session import DistillConfig, distill_run
 from symdistill.errors import SymdistillError, check_dim, check_positive, check_seed
 from symdistill.io import read_json, write_json
 from symdistill.limits import DEFAULT_MAX_SIZE
 from symdistill.runfolder import claim
-from symdistill.library import LibraryConfig, check_method, fit_library, write_library_run
-from symdistill.report.run_report import write_report
-from symdistill.report.trajectories import plot_trajectories
 from symdistill.simulate import SimulationConfig, get_law, open_dataset, simulate_to_file
 from symdistill.simulate.dataset import check_simulation_size
 from symdistill.train.config import RunConfig
-from symdistill.train.loop import train
 from symdistill.versions import versions
+# The stages below import sympy, operon, scikit-learn and matplotlib: loaded when a run needs them,
+# so that every command of the CLI starts without them.
 
 
 #: Default training steps per spatial dimension: results then do not depend on how fast or how
@@ -70,6 +67,8 @@ class PipelineConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "library_terms", tuple(self.library_terms))
+        from symdistill.library import LibraryConfig, check_method
+
         check_method(self.method)
         LibraryConfig(terms=self.library_terms)  # a bad term fails before any simulation
         if self.noise is not None and not self.noise >= 0:
@@ -142,6 +141,11 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
 
 
 def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_size) -> dict:
+    from symdistill.distill.session import DistillConfig, distill_run
+    from symdistill.library import LibraryConfig, fit_library, write_library_run
+    from symdistill.report.run_report import write_report
+    from symdistill.train.loop import train
+
     t0 = time.perf_counter()
     record = out / "pipeline.json"
     save_record = lambda stages: write_json(record, {"config": asdict(c), "versions": versions(),  # noqa: E731
@@ -172,7 +176,7 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
         "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
         "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed, **schedule})
     if not (run_dir / "model.pt").exists():
-        train(rc, run_dir, resume=(run_dir / "config.json").exists(), progress=progress, log=log)
+        train(rc, run_dir, progress=progress, log=log)  # the same config again continues the run
     dc = DistillConfig(seed=c.seed, **{k: v for k, v in (("sr_budget", c.sr_budget), ("node_budget", c.node_budget))
                                         if v is not None})
     if c.sr_evaluations is not None:
@@ -213,6 +217,8 @@ def _library_result(library, law, c: PipelineConfig, out: Path, png: Path, secon
 
 def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
     """Simulate a small spring system, print its summary and plot trajectories."""
+    from symdistill.report.trajectories import plot_trajectories
+
     out = Path(out)
     config = SimulationConfig(n_sims=200, n_bodies=4, dim=2, n_steps=500, seed=seed)
     t0 = time.perf_counter()

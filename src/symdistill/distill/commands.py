@@ -12,6 +12,8 @@ def _distill(args):
 
     names = ("search", "backend", "sr_budget", "seed", "select", "trim_closest", "trim_largest")
     fields = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.sr_evaluations is not None:  # as `run --sr-evaluations`: node searches a quarter each
+        fields.update(sr_evaluations=args.sr_evaluations, node_evaluations=max(1, args.sr_evaluations // 4))
     quiet = args.json
     result = distill_run(args.run, DistillConfig(**fields), replace=args.replace,
                          log=(lambda *a, **k: None) if quiet else print)
@@ -34,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--backend", help="operon (default), pysr or gplearn")
     p.add_argument("--sr-budget", type=float,
                    help="cap on the seconds of the edge formula search (default 60; 100,000 evaluations decide)")
+    p.add_argument("--sr-evaluations", type=int,
+                   help="evaluations of the edge search (default 100000; node searches: a quarter each)")
     p.add_argument("--select", help="refit (default: the Pareto candidate whose refitted symbolic model "
                    "predicts held-out raw data best, simplest within 1.1x) or paper (the paper's rule)")
     p.add_argument("--trim-closest", type=float,

@@ -31,7 +31,9 @@ import numpy as np
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError
-from symdistill.io import atomic_path, check_output_file, remove_stale_temporaries, temporary_path
+from symdistill.io import (
+    SpaceGuard, atomic_path, check_output_file, hdf5_write_error, remove_stale_temporaries, temporary_path,
+)
 from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size, check_memory
 from symdistill.simulate.potentials import BUILTIN, Law, get_law
 from symdistill.simulate.simulate import SimulationConfig, initial_conditions, integrate_chunks
@@ -66,7 +68,7 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
     check_simulation_size(config, path, file_dtype=file_dtype, observed=noise is not None, max_size=max_size)
     if noise is None:
         with atomic_path(path) as tmp:
-            _write_simulation(tmp, law, config, progress, file_dtype)
+            _write_simulation(tmp, law, config, progress, file_dtype, final=path)
         return path
     from symdistill.simulate.observe import as_estimator, check_noise, derive_file
     check_noise(noise)
@@ -75,7 +77,7 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
     remove_stale_temporaries(path.parent, name=path.name)
     exact = temporary_path(path, "exact")
     try:
-        _write_simulation(exact, law, config, progress, "float64")
+        _write_simulation(exact, law, config, progress, "float64", final=path)
         return derive_file(exact, path, noise=noise, seed=config.seed, estimator=est, file_dtype=file_dtype,
                            max_size=None)  # already counted above
     finally:
@@ -103,18 +105,29 @@ def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float
                      fix="ask for fewer --n-bodies or --n-sims")
 
 
-def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str) -> None:
+def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final=None) -> None:
+    try:
+        _write_hdf5(file, law, c, progress, file_dtype, final)
+    except (RuntimeError, OSError) as e:  # h5py's errors while writing (a full disk, an I/O error)
+        if isinstance(e, OSError) and e.filename is not None:
+            raise  # ours (SpaceGuard), already precise
+        raise hdf5_write_error(e, final or file) from None
+
+
+def _write_hdf5(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final) -> None:
     shape = (c.n_sims, c.n_steps, c.n_bodies, c.dim)
     chunk_steps = min(c.n_steps, 50)
     chunks = (min(c.n_sims, 64), chunk_steps, c.n_bodies, c.dim)
     _, _, mass, charge = initial_conditions(c.n_sims, c.n_bodies, c.dim, c.seed, law)
     dt = c.resolved_dt(law)
+    guard = SpaceGuard(file, 3.0 * np.prod(shape, dtype=np.float64) * np.dtype(file_dtype).itemsize, final)
     with h5py.File(file, "w") as f:
         ds = {n: f.create_dataset(n, shape=shape, dtype=file_dtype, chunks=chunks) for n in STATE}
         f.create_dataset("mass", data=mass)
         f.create_dataset("charge", data=charge)
         f.create_dataset("t", data=np.arange(c.n_steps) * dt)
         for sims, steps, block in integrate_chunks(law, c, chunk_steps=chunk_steps, progress=progress):
+            guard.check()
             for n in STATE:
                 ds[n][sims, steps] = block[n]
         f.attrs.update({

@@ -62,12 +62,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy.interpolate import make_smoothing_spline
-from scipy.signal import savgol_filter
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError, check_positive, unknown_name
-from symdistill.io import atomic_path, check_output_file
+from symdistill.io import SpaceGuard, atomic_path, check_output_file, hdf5_write_error
 from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size
 
 METHODS = ("savgol", "spline")
@@ -169,6 +167,9 @@ def estimate_derivatives(pos, dt: float, *, method: str = "savgol", **options):
 
 
 def _apply(est: Estimator, pos: np.ndarray, dt: float):
+    from scipy.interpolate import make_smoothing_spline  # scipy here, not at import: the CLI starts faster
+    from scipy.signal import savgol_filter
+
     if est.method == "savgol":
         return tuple(savgol_filter(pos, est.window, est.order, deriv=k, delta=dt, axis=-3) for k in range(3))
     y, shape = _series(pos)
@@ -199,6 +200,8 @@ def _check_pos(pos) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _operator(n_steps: int, window: int, polyorder: int, deriv: int, dt: float) -> np.ndarray:
     """savgol_filter as a matrix M [T, T]: M @ y is the filter applied to the series y."""
+    from scipy.signal import savgol_filter
+
     m = savgol_filter(np.eye(n_steps), window, polyorder, deriv=deriv, delta=dt, axis=0)
     m.flags.writeable = False
     return m
@@ -289,6 +292,8 @@ def _spline_gain(y: np.ndarray, dt: float, kept: slice) -> float:
     """Acceleration noise per unit position noise of the GCV spline, by a parametric bootstrap: refit
     the smoothed series plus fresh noise of the measured size and compare with the smoothed series'
     own second derivative."""
+    from scipy.interpolate import make_smoothing_spline
+
     x = np.arange(y.shape[0], dtype=np.float64)
     smooth = make_smoothing_spline(x, y, axis=0)
     sigma = position_noise(y)
@@ -442,24 +447,32 @@ def derive_file(src, dst, *, noise: float | None = None, seed: int | None = None
         kept = slice(est.edge, n - est.edge)
         shape = (s, kept.stop - kept.start, b, d)
         chunks = (min(s, 64), min(shape[1], 50), b, d)
-        with atomic_path(dst) as tmp, h5py.File(tmp, "w") as f:
-            names = ("pos", "vel", "acc", "pos_observed") + (("acc_true",) if truth else ())
-            out = {k: f.create_dataset(k, shape=shape, dtype=file_dtype, chunks=chunks) for k in names}
-            f.create_dataset("mass", data=ds.mass)
-            f.create_dataset("charge", data=ds.charge)
-            f.create_dataset("t", data=ds.t[kept])
-            for s0, s1 in _blocks(s, n * b * d):
-                block = ds.read(slice(s0, s1), fields=(source,) + ((truth,) if truth else ()))
-                obs = add_noise(block[source], sigma, seed, range(s0, s1))
-                for k, v in zip(("pos", "vel", "acc"), _apply(est, obs, ds.dt)):
-                    out[k][s0:s1] = v[:, kept]
-                out["pos_observed"][s0:s1] = obs[:, kept]
-                if truth:
-                    out["acc_true"][s0:s1] = block[truth][:, kept]
-            recorded = ds.attrs.get("noise") if noise is None and ds.observed else noise
-            f.attrs.update({k: v for k, v in ds.attrs.items() if k not in OBSERVATION_ATTRS})
-            f.attrs.update({"format": FORMAT, "version": __version__,
-                            **observation_attrs(recorded, scale, est, estimate_noise(sample, ds.dt, est))})
+        names = ("pos", "vel", "acc", "pos_observed") + (("acc_true",) if truth else ())
+        with atomic_path(dst) as tmp:
+            guard = SpaceGuard(tmp, len(names) * float(np.prod(shape)) * np.dtype(file_dtype).itemsize, dst)
+            try:
+                with h5py.File(tmp, "w") as f:
+                    out = {k: f.create_dataset(k, shape=shape, dtype=file_dtype, chunks=chunks) for k in names}
+                    f.create_dataset("mass", data=ds.mass)
+                    f.create_dataset("charge", data=ds.charge)
+                    f.create_dataset("t", data=ds.t[kept])
+                    for s0, s1 in _blocks(s, n * b * d):
+                        guard.check()
+                        block = ds.read(slice(s0, s1), fields=(source,) + ((truth,) if truth else ()))
+                        obs = add_noise(block[source], sigma, seed, range(s0, s1))
+                        for k, v in zip(("pos", "vel", "acc"), _apply(est, obs, ds.dt)):
+                            out[k][s0:s1] = v[:, kept]
+                        out["pos_observed"][s0:s1] = obs[:, kept]
+                        if truth:
+                            out["acc_true"][s0:s1] = block[truth][:, kept]
+                    recorded = ds.attrs.get("noise") if noise is None and ds.observed else noise
+                    f.attrs.update({k: v for k, v in ds.attrs.items() if k not in OBSERVATION_ATTRS})
+                    f.attrs.update({"format": FORMAT, "version": __version__,
+                                    **observation_attrs(recorded, scale, est, estimate_noise(sample, ds.dt, est))})
+            except (RuntimeError, OSError) as e:  # h5py's errors while writing (a full disk, an I/O error)
+                if isinstance(e, OSError) and e.filename is not None:
+                    raise
+                raise hdf5_write_error(e, dst) from None
     return dst
 
 

@@ -6,6 +6,8 @@ weights_only=True)`` reads it (no pickled code is executed).
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import torch
@@ -22,7 +24,12 @@ HISTORY = "history.csv"
 
 def save(path, state: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk or an I/O error as RuntimeError
+            full = "space" in str(e).lower() or "errno 28" in str(e).lower()
+            raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO),
+                          str(path)) from None
 
 
 def load(path) -> dict:
