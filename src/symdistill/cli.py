@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="symdistill", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="symdistill", description="Discover the symbolic law behind particle data by distilling a "
+                                                    "trained graph network (Cranmer et al. 2020, and beyond).")
     parser.add_argument("--version", action="version", version=f"symdistill {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(join_dash_values(argv, parser))
     if args.command is None:
         parser.print_help()
-        return 2
+        return 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:

@@ -246,7 +246,7 @@ def _run(args) -> int:
         fields["library_terms"] = tuple(args.library_term)
     if args.potential is not None:
         fields.update(system=None, potential=args.potential)
-    elif args.system:
+    elif args.system is not None:
         fields["system"] = args.system
     c = PipelineConfig(**fields)
     quiet = args.json or args.quiet

@@ -33,9 +33,10 @@ def _owner(fd: int) -> dict:
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, 4096)
     try:
-        return json.loads(raw) if raw.strip() else {}
+        owner = json.loads(raw) if raw.strip() else {}
     except ValueError:
-        return {"pid": "?"}
+        owner = None
+    return owner if isinstance(owner, dict) else {"pid": "?"}
 
 
 @contextlib.contextmanager
@@ -43,7 +44,9 @@ def folder_lock(folder, command: str, *, log: Callable = print) -> Iterator[None
     """Hold ``folder``'s lock for the duration; refused with the owner named while another holds it."""
     folder = Path(folder)
     path = folder / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise SymdistillError(f"{path} is not a lock file of symdistill (a link or a folder): remove it")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         if fcntl is not None:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -47,10 +48,25 @@ def config_from_args(args) -> SimulationConfig:
 
 def law_args(args) -> tuple[str | None, str | None]:
     """(system, potential) from --system/--potential (spring when neither is given; an empty
-    --potential is given, and an error, not spring)."""
+    --system or --potential is given, and an error, not spring)."""
     if args.potential is not None:
         return None, args.potential
-    return args.system or "spring", None
+    return ("spring" if args.system is None else args.system), None
+
+
+def _json_safe(value):
+    """Attributes as strict JSON: NaN and infinities as strings, arrays as lists."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return _json_safe(value.tolist())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def size_arg(text: str) -> int | None:
@@ -108,8 +124,7 @@ def _info(args) -> int:
         if args.json:
             a = ds.attrs
             a.update(n_sims=ds.n_sims, n_steps=ds.n_steps, has_acc=ds.has_acc)
-            json.dump(a, sys.stdout, indent=2, default=str)
-            print()
+            print(json.dumps(_json_safe(a), indent=2, default=str, allow_nan=False))
         else:
             print(ds.summary())
     return 0

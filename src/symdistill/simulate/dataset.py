@@ -85,6 +85,9 @@ def simulate_to_file(path, system=None, *, potential=None, config: SimulationCon
 
 
 FILE_DTYPES = ("float64", "float32")
+#: Integrator calls (batches x saved steps x the minimum substeps) above which a simulation is refused
+#: before it starts: each call costs at least ~20 us, so 1e7 is minutes to hours.
+MAX_INTEGRATION_STEPS = 10_000_000
 
 
 def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float64", observed: bool = False,
@@ -98,6 +101,12 @@ def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float
     fix = "ask for fewer --n-sims, --steps or --n-bodies"
     check_file_size(f"{c.n_sims} simulations x {c.n_steps} steps x {c.n_bodies} bodies", need, path, max_size, fix=fix)
     if max_size is not None:
+        calls = -(-c.n_sims // c.auto_batch()) * max(0, c.n_steps - 1) * c.substeps
+        if calls > MAX_INTEGRATION_STEPS:
+            raise SymdistillError(
+                f"{c.n_sims} simulations x {c.n_steps} steps x {c.substeps} substeps would take at least {calls:.3g} "
+                f"integration steps, over the limit of {MAX_INTEGRATION_STEPS:.0e} (hours of work): ask for fewer "
+                "--substeps, --steps or --n-sims, or pass --max-size none to skip the up-front checks")
         pair = 40.0 * c.n_bodies**2 * c.dim * 8  # the integrator's temporaries for one simulation
         batch = c.auto_batch()
         memory = batch * pair + batch * min(c.n_steps, 50) * c.n_bodies * c.dim * 8 * 3 + 5 * c.n_sims * c.n_bodies * c.dim * 8
@@ -160,9 +169,12 @@ class NBodyDataset:
             ) from None
         try:
             self._validate()
-        except Exception:
+        except SymdistillError:
             self._f.close()
             raise
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+            self._f.close()
+            raise self._fail(f"it cannot be read ({e.__class__.__name__}: {str(e)[:80]}; a damaged file?)") from None
 
     # ---- validation ------------------------------------------------------------------------
     def _fail(self, what: str) -> SymdistillError:
@@ -233,8 +245,8 @@ class NBodyDataset:
         if name not in self._f.attrs:
             raise self._fail(f"missing attribute {name!r}")
         value = np.asarray(self._f.attrs[name])
-        if value.size != 1 or value.dtype.kind not in "fiu" or (kind is int and value.dtype.kind == "f"
-                                                                and value.item() != int(value.item())):
+        if value.size != 1 or value.dtype.kind not in "fiu" or (kind is int and value.dtype.kind == "f" and not (
+                np.isfinite(value.item()) and value.item() == int(value.item()))):
             raise self._fail(f"attribute {name!r} is {_short(repr(self._f.attrs[name]))}, expected one "
                              f"{'integer' if kind is int else 'number'}")
         return kind(value.item())
@@ -248,7 +260,10 @@ class NBodyDataset:
     # ---- metadata --------------------------------------------------------------------------
     @property
     def attrs(self) -> dict:
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._f.attrs.items()}
+        try:
+            return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._f.attrs.items()}
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+            raise self._fail(f"its attributes cannot be read ({e.__class__.__name__}; a damaged file?)") from None
 
     @property
     def system(self) -> str | None:
@@ -292,6 +307,16 @@ class NBodyDataset:
             return None
 
     def __getattr__(self, name):
+        if name in STATE + OBSERVATION:
+            try:
+                return self._lookup(name)
+            except SymdistillError:
+                raise
+            except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+                raise self._fail(f"{name!r} cannot be read ({e.__class__.__name__}; a damaged file?)") from None
+        raise AttributeError(name)
+
+    def _lookup(self, name):
         if name in STATE:
             if name not in self._f:
                 what = {"vel": "velocities", "acc": "accelerations"}[name]
@@ -305,7 +330,6 @@ class NBodyDataset:
                 raise SymdistillError(f"{self.path} has no {name!r}: only positions-only files "
                                       "(`symdistill simulate --noise`, `symdistill derive`) hold it")
             return self._f[name]
-        raise AttributeError(name)
 
     # ---- reading ---------------------------------------------------------------------------
     def read(self, sims=None, steps=None, fields=("pos", "vel", "acc")) -> dict[str, np.ndarray]:
@@ -324,10 +348,11 @@ class NBodyDataset:
         out = {}
         for name in fields:
             dset = getattr(self, name)
-            if isinstance(sims, slice):
-                a = dset[sims, steps]
-            else:
-                a = _read_sorted(dset, sims[order], steps)[inverse]
+            try:
+                a = dset[sims, steps] if isinstance(sims, slice) else _read_sorted(dset, sims[order], steps)[inverse]
+            except (RuntimeError, KeyError, OSError) as e:  # h5py on a damaged file
+                raise self._fail(f"{name!r} cannot be read ({e.__class__.__name__}: {str(e)[:60]}; a damaged "
+                                 "file?)") from None
             a = np.asarray(a, dtype=np.float64)
             if not np.isfinite(a).all():
                 raise SymdistillError(f"{self.path}: dataset {name!r} contains NaN or inf in the selection read")

@@ -408,6 +408,15 @@ def observation_attrs(noise: float | None, scale: float, est: Estimator, n: Nois
 
 
 # ---- files -----------------------------------------------------------------------------------
+def _file_seed(ds) -> int:
+    """The file's ``seed`` attribute (seeds the added noise); 0 when absent or not a valid seed."""
+    try:
+        seed = int(np.asarray(ds.attrs.get("seed", 0)).item())
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return seed if 0 <= seed < 2**32 else 0
+
+
 def derive_file(src, dst, *, noise: float | None = None, seed: int | None = None,
                 estimator: str | Estimator | None = None, file_dtype: str = "float64",
                 max_size: int | None = DEFAULT_MAX_SIZE, **options) -> Path:
@@ -438,7 +447,7 @@ def derive_file(src, dst, *, noise: float | None = None, seed: int | None = None
             raise SymdistillError(f"{ds.path} is already observed with noise: give `noise` only for exact data")
         source, truth = ("pos_observed", "acc_true") if ds.observed else ("pos", "acc")
         truth = truth if truth in ds._f else None
-        seed = int(ds.attrs.get("seed", 0)) if seed is None else seed
+        seed = _file_seed(ds) if seed is None else seed
         scale = float(ds.attrs["position_scale"]) if ds.observed else _file_scale(ds)
         sigma = (noise or 0.0) * scale
         picked = sample_sims(s)

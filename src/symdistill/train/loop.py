@@ -106,7 +106,7 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
             remove_stale_temporaries(out, recursive=True)
             saved = read_json(out / ckpt.CONFIG, "run config")
             config = saved_config(saved, out / ckpt.CONFIG)
-            if (out / ckpt.MODEL).exists():
+            if _finished(out):
                 log(f"{out} holds a finished run: nothing to resume")
                 return out
             return _train(config, saved.get("request", config.to_dict()), out, _checkpoint(out),
@@ -121,7 +121,7 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
     with claim(out, "train", request, record=ckpt.CONFIG, extra=extra, results=has_results, log=log) as existing:
         state = None
         if existing:
-            if (out / ckpt.MODEL).exists():
+            if _finished(out):
                 log(f"{out} already holds this run, finished: nothing to do")
                 return out
             config = saved_config(read_json(out / ckpt.CONFIG, "run config"), out / ckpt.CONFIG)
@@ -139,6 +139,20 @@ def saved_config(saved: dict, path) -> RunConfig:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise SymdistillError(f"{path} is not a symdistill run config ({e.__class__.__name__}: {e}): "
                               "restore it, or start a new run with another --out") from None
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run in ``out`` finished: its final model exists and loads."""
+    if not (out / ckpt.MODEL).exists():
+        return False
+    try:
+        state = ckpt.load(out / ckpt.MODEL)
+        if "model" not in state:
+            raise SymdistillError("no weights")
+    except SymdistillError:
+        raise SymdistillError(f"{out / ckpt.MODEL} is damaged: delete it, and the same command trains the run "
+                              "again from its last checkpoint") from None
+    return True
 
 
 def _checkpoint(out: Path) -> dict | None:
