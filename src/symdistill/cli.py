@@ -113,20 +113,32 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:  # the environment: a full disk, a permission, a path
             return _fail(args, _one_line(describe_os_error(e)))
         except MemoryError:
-            return _fail(args, "out of memory (ask for less: fewer simulations, bodies or steps, or a smaller batch)")
+            return _fail(args, OUT_OF_MEMORY)
+        except RuntimeError as e:
+            if "allocate" not in str(e) and "out of memory" not in str(e).lower():
+                return _bug(args)
+            return _fail(args, OUT_OF_MEMORY)  # torch's allocators say so with a RuntimeError
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
         except Exception:
-            if not args.debug:
-                traceback.print_exc()
-                print("This is a bug in symdistill: please report it with the command and this traceback.",
-                      file=sys.stderr)
-                return 1
-            raise
+            return _bug(args)
     for w in caught:
         print(f"warning: {_one_line(w.message)}", file=sys.stderr)
     return code
+
+
+OUT_OF_MEMORY = ("out of memory (ask for less: fewer simulations, bodies or steps, a smaller batch or "
+                 "network)")
+
+
+def _bug(args) -> int:
+    """Anything else is a bug of ours: its traceback, and exit 1."""
+    if args.debug:
+        raise
+    traceback.print_exc()
+    print("This is a bug in symdistill: please report it with the command and this traceback.", file=sys.stderr)
+    return 1
 
 
 def _fail(args, message: str) -> int:

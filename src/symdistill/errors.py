@@ -14,7 +14,8 @@ class SymdistillError(ValueError):
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> SymdistillError:
     """``Unknown system 'sprng'. Choose one of: a, b. Did you mean 'spring'?``"""
     choices = sorted(choices)
-    msg = f"Unknown {kind} {name!r}. Choose one of: {', '.join(choices)}."
+    listed = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:8]) + f", ... ({len(choices)} in all)"
+    msg = f"Unknown {kind} {str(name)[:60]!r}. Choose one of: {listed}."
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     if close:
         msg += f" Did you mean {close[0]!r}?"

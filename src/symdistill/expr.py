@@ -1,72 +1,21 @@
-"""Formulas: safe parsing of user strings and compilation of sympy expressions to torch.
-
-User strings are parsed by sympy's parser under a restricted namespace (never ``eval`` on the raw
-string with Python's builtins): only the allowed variables and a fixed set of functions resolve.
-"""
+"""Formulas: safe parsing of user strings (:mod:`symdistill.formula`) and compilation of sympy
+expressions to torch (:class:`TorchExpr`)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import sympy as sp
 import torch
-from sympy.parsing.sympy_parser import auto_number, convert_xor, parse_expr
 
 from symdistill.errors import SymdistillError
+from symdistill.formula import (  # the parser's names, imported from here by the stages
+    FUNCTIONS, INTERNAL_LIMITS, FormulaLimits, from_real, parse_formula, shorten, symbols, to_real,
+)
 
-#: The functions a formula string may use.
-FUNCTIONS: dict[str, object] = {
-    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
-    "tanh": sp.tanh, "sinh": sp.sinh, "cosh": sp.cosh, "abs": sp.Abs, "Abs": sp.Abs,
-    "sign": sp.sign, "Max": sp.Max, "Min": sp.Min, "max": sp.Max, "min": sp.Min,
-    "Heaviside": sp.Heaviside, "Piecewise": sp.Piecewise, "pi": sp.pi, "E": sp.E,
-    "True": sp.true, "False": sp.false,
-}
-_PARSER_NAMES = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational}
-_ALLOWED_CHARS = re.compile(r"^[A-Za-z0-9_ \t+\-*/^().,<>=!&|~]*$")
-_ATTRIBUTE = re.compile(r"[A-Za-z_)\]]\s*\.|\.\s*[A-Za-z_]")  # `x.attr`: never part of a formula
+__all__ = ["FUNCTIONS", "INTERNAL_LIMITS", "FormulaLimits", "TorchExpr", "from_real", "parse_formula", "shorten",
+           "symbols", "to_real"]
 
-
-def symbols(names: Iterable[str]) -> dict[str, sp.Symbol]:
-    """Canonical real symbols; ``r`` and masses are positive so simplification is sound."""
-    positive = {"r", "m1", "m2", "m"}
-    return {n: sp.Symbol(n, positive=True) if n in positive else sp.Symbol(n, real=True) for n in names}
-
-
-def parse_formula(text: str, variables: Sequence[str], *, what: str = "formula") -> sp.Expr:
-    """Parse ``text`` into a sympy expression in ``variables`` (``^`` means power).
-
-    Raises SymdistillError naming the offending part when the string is not a formula in those
-    variables.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise SymdistillError(f"Empty {what}: write it in the variables {', '.join(variables)}")
-    if len(text) > 2000 or "__" in text or not _ALLOWED_CHARS.match(text) or _ATTRIBUTE.search(text):
-        raise SymdistillError(
-            f"Invalid {what} {text!r}: use only numbers, the variables {', '.join(variables)}, "
-            f"+ - * / ^ ( ) and the functions {', '.join(sorted(k for k in FUNCTIONS if k[0].islower()))}"
-        )
-    local = symbols(variables)
-    namespace = {"__builtins__": {}, **_PARSER_NAMES, **FUNCTIONS}
-    try:
-        expr = parse_expr(text, local_dict=local, global_dict=namespace,
-                          transformations=(auto_number, convert_xor), evaluate=True)
-    except NameError as e:
-        bad = re.search(r"name '(\w+)'", str(e))
-        name = bad.group(1) if bad else str(e)
-        raise SymdistillError(
-            f"Unknown name {name!r} in {what} {text!r}. Allowed variables: {', '.join(variables)}"
-        ) from None
-    except Exception as e:  # the parser raises many types (TokenError, SyntaxError, TypeError, ...)
-        raise SymdistillError(f"Could not parse {what} {text!r}: {e}") from None
-    if not isinstance(expr, sp.Expr):
-        raise SymdistillError(f"{what.capitalize()} {text!r} is not an expression (got {type(expr).__name__})")
-    return expr
-
-
-# --------------------------------------------------------------------------------------------
-# sympy -> torch
 
 _UNARY = {
     sp.exp: torch.exp, sp.log: torch.log, sp.sin: torch.sin, sp.cos: torch.cos, sp.tan: torch.tan,

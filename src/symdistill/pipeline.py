@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from symdistill.errors import SymdistillError, check_dim, check_positive, check_seed
-from symdistill.io import read_json, write_json
+from symdistill.io import check_output_folder, read_json, write_json
 from symdistill.limits import DEFAULT_MAX_SIZE
 from symdistill.runfolder import claim
 from symdistill.simulate import SimulationConfig, get_law, open_dataset, simulate_to_file
@@ -127,6 +127,7 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     out = Path(out)
     law = get_law(c.system if c.potential is None else None, potential=c.potential)
     request = asdict(c)
+    check_output_folder(out)
     for path, sim in _simulations(c, out / "data"):
         if not path.exists():
             check_simulation_size(sim, path, observed=c.noise is not None, max_size=max_size)

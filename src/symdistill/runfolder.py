@@ -124,6 +124,11 @@ def claim(folder, command: str, request: dict, *, record: str, key: str = "reque
     with folder_lock(folder, command, log=log):
         remove_stale_temporaries(folder, recursive=True)
         existing = check_same(folder, record, key, request, command, results=results(folder))
+        if not existing and not (folder / record).exists():
+            foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK)
+            if foreign:
+                raise SymdistillError(f"{folder} holds files that are not a symdistill run ({', '.join(foreign[:3])}"
+                                      f"{', ...' if len(foreign) > 3 else ''}): choose an empty or new --out")
         if not existing:
             write_json(folder / record, {key: request, **(extra or {})})
         yield existing

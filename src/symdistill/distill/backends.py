@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 
 from symdistill.errors import SymdistillError, check_positive, unknown_name
-from symdistill.expr import parse_formula
+from symdistill.expr import INTERNAL_LIMITS, parse_formula
 
 #: Operators a search may use (user-facing names).
 OPERATORS = ("+", "-", "*", "/", "^", "exp", "log", "sqrt", "square", "abs", "sin", "cos", "tanh")
@@ -178,7 +178,8 @@ _CALL_TEMPLATES = {"square": "(({}))^2", "cube": "(({}))^3", "neg": "(-({}))", "
 
 def parse_output(text: str, variables: Sequence[str]) -> sp.Expr:
     """An engine's formula string as sympy (safe parser; helper calls like square() rewritten)."""
-    return parse_formula(rewrite_calls(text, _CALL_TEMPLATES), list(variables), what="back-end formula")
+    return parse_formula(rewrite_calls(text, _CALL_TEMPLATES), list(variables), what="back-end formula",
+                         limits=INTERNAL_LIMITS)
 
 
 class Backend:

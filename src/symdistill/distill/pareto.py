@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import sympy as sp
 
-from symdistill.expr import parse_formula
+from symdistill.expr import INTERNAL_LIMITS, parse_formula
 
 #: Operators that cost more than one node, as in the paper (Eureqa / PySR settings): ^ exp log IF.
 HEAVY = {sp.exp: 3, sp.log: 3, sp.Piecewise: 3, sp.Heaviside: 3}
@@ -146,7 +146,7 @@ class ParetoTable:
                      loss_name: str = "loss") -> ParetoTable:
         """Inverse of :meth:`to_records` (equations re-parsed safely in ``variables``)."""
         rows = [Equation(int(r["complexity"]), float(r["loss"]),
-                         parse_formula(r["equation"], variables, what="saved equation"),
+                         parse_formula(r["equation"], variables, what="saved equation", limits=INTERNAL_LIMITS),
                          float(r.get("score", 0.0)), bool(r.get("selected", False))) for r in records]
         return cls(rows, loss_name)
 

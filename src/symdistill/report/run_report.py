@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from symdistill.errors import SymdistillError
-from symdistill.expr import parse_formula
+from symdistill.expr import INTERNAL_LIMITS, parse_formula
 from symdistill.io import read_json
 from symdistill.report import figures
 from symdistill.report.header import RunFacts, run_facts, title, write_header
@@ -36,7 +36,7 @@ def read_csv_columns(path: Path) -> dict[str, list]:
             try:
                 out.setdefault(k, []).append([float(x) for x in v.split()] if k == "force_r2" else float(v))
             except (TypeError, ValueError, AttributeError):
-                pass
+                return {}  # a damaged history: the report goes without its curves
     return out
 
 
@@ -69,7 +69,7 @@ def _discovered_scalar(d: dict):
     text = final.get("scalar") or search.get("scalar")
     if not text:
         return None
-    expr = parse_formula(text, VARIABLES, what="discovered law")
+    expr = parse_formula(text, VARIABLES, what="discovered law", limits=INTERNAL_LIMITS)
     return expr * float(final["k"]) if final.get("scalar") and final.get("k") is not None else expr
 
 

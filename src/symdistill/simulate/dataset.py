@@ -160,6 +160,9 @@ class NBodyDataset:
             raise SymdistillError(
                 f"File not found: {self.path}. Create one with `symdistill simulate --out {self.path}`"
             )
+        if not self.path.is_file():  # a folder, a pipe or a device: h5py would fail or block on it
+            kind = "a folder" if self.path.is_dir() else "not a regular file"
+            raise SymdistillError(f"{self.path} is {kind}: give a dataset file (.h5 from `symdistill simulate`)")
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as e:
@@ -178,14 +181,10 @@ class NBodyDataset:
 
     # ---- validation ------------------------------------------------------------------------
     def _fail(self, what: str) -> SymdistillError:
-        return SymdistillError(
-            f"{self.path} is not a valid symdistill dataset: {what}. "
-            "Write datasets pos (vel, acc) [n_sims, n_steps, n_bodies, dim], mass and charge "
-            "[n_sims, n_bodies], t [n_steps], or create one with `symdistill simulate`"
-        )
+        return SymdistillError(f"{self.path} is not a valid symdistill dataset: {what} (write it in the layout "
+                               "of `symdistill derive --help`, or create one with `symdistill simulate`)")
 
     def _validate(self) -> None:
-        f = self._f
         pos = self._dataset("pos")  # vel and acc can be estimated from pos: `symdistill derive`
         mass = self._dataset("mass")
         self.dim = self._attr("dim", int)
@@ -355,7 +354,8 @@ class NBodyDataset:
                                  "file?)") from None
             a = np.asarray(a, dtype=np.float64)
             if not np.isfinite(a).all():
-                raise SymdistillError(f"{self.path}: dataset {name!r} contains NaN or inf in the selection read")
+                raise SymdistillError(f"{self.path}: dataset {name!r} contains NaN or inf in the simulations read "
+                                      "(re-create the file, or leave those simulations out)")
             out[name] = a
         out["mass"] = self.mass[sims]
         out["charge"] = self.charge[sims]

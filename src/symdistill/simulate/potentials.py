@@ -20,7 +20,7 @@ import sympy as sp
 import torch
 
 from symdistill.errors import SymdistillError, check_dim, check_positive, unknown_name
-from symdistill.expr import TorchExpr, parse_formula, symbols
+from symdistill.expr import TorchExpr, from_real, parse_formula, shorten, symbols, to_real
 
 #: Softening added to every distance (the paper's r' = r + 0.01).
 EPS = 0.01
@@ -43,6 +43,11 @@ BUILTIN: dict[str, tuple[sp.Expr, float, float]] = {
 }
 SYSTEMS = tuple(sorted(BUILTIN))
 
+#: A force -dU/dr with more operations (sympy's count_ops) is refused: every force evaluation walks
+#: all of it, and differentiating a legal 1000-character formula can give hundreds of thousands.
+MAX_FORCE_OPS = 3000
+_EMPTY = "Empty potential: write it in r, m1, m2, q1, q2, e.g. '(r-1)**2'"
+
 
 @dataclass(frozen=True, eq=False)
 class Law:
@@ -55,6 +60,9 @@ class Law:
         damping: coefficient c of the force -c v on every particle.
         paper_quirks: reproduce the reference code's quirks (index-dependent damping
             c_i = (n-1-i)/n, and a N(0,1) nuisance charge column for laws without charge).
+
+    A potential sympy finds infinite or complex, or whose value or force is not a real number on
+    sample points (r in (0.01, 10), masses 0.5 to 2, charges +-1), is refused with one line.
     """
 
     name: str
@@ -69,8 +77,11 @@ class Law:
         check_positive("dt", self.dt)
         check_positive("damping", self.damping, allow_zero=True)
         if self.energy is not None:
+            _check_symbolic(self.name, self.energy)
+            object.__setattr__(self, "_magnitude_expr", _force_magnitude(self.name, self.energy, self.builtin))
             object.__setattr__(self, "_energy_torch", TorchExpr(self.energy, PAIR_VARIABLES))
-            object.__setattr__(self, "_magnitude_torch", TorchExpr(self.force_magnitude_expr(), PAIR_VARIABLES))
+            object.__setattr__(self, "_magnitude_torch", TorchExpr(self._magnitude_expr, PAIR_VARIABLES))
+            _check_numeric(self)
 
     # ---- symbolic ground truth -------------------------------------------------------------
     @property
@@ -92,8 +103,9 @@ class Law:
         return self.energy
 
     def force_magnitude_expr(self) -> sp.Expr:
-        """-dU/dr: the force along the unit vector from sender to receiver."""
-        return sp.simplify(-sp.diff(self._require_truth(), _r))
+        """-dU/dr: the force along the unit vector from sender to receiver (simplified for built-ins)."""
+        self._require_truth()
+        return self._magnitude_expr
 
     def force_expr(self, dim: int) -> tuple[sp.Expr, ...]:
         """Ground-truth pair force on the receiver, one sympy expression per component."""
@@ -131,6 +143,73 @@ class Law:
         return f"{self.name}: U(r) = {u}{damp}, dt = {self.dt:g}"
 
 
+def _force_magnitude(name: str, energy: sp.Expr, builtin: bool) -> sp.Expr:
+    """-dU/dr: simplified for the built-in laws; for user laws differentiated over real symbols (see
+    :func:`symdistill.expr.to_real`), common factors pulled out when small: simplify can take minutes
+    even for a formula of 30 characters."""
+    if builtin:
+        return sp.simplify(-sp.diff(energy, _r))
+    d = -sp.diff(to_real(energy), sp.Symbol("r", real=True))
+    ops = sp.count_ops(d)
+    if ops > MAX_FORCE_OPS:
+        raise SymdistillError(f"Potential {shorten(name)} is too complex: its force -dU/dr has {ops} "
+                              f"operations (at most {MAX_FORCE_OPS}); simplify the potential")
+    if ops <= 100 and not d.has(sp.Max, sp.Min):  # factor_terms re-evaluates Max/Min: pairwise comparisons
+        d = sp.factor_terms(d)
+    return from_real(d, PAIR_VARIABLES)
+
+
+def _check_symbolic(name: str, energy: sp.Expr) -> None:
+    """One-line errors for a potential sympy already knows is infinite, undefined or complex."""
+    shown = shorten(sp.sstr(energy))
+    if energy.has(sp.nan):
+        raise SymdistillError(f"Potential {shorten(name)} is undefined (sympy gives {shown}, e.g. from 0/0): "
+                              "remove the indeterminate part")
+    if energy.has(sp.zoo, sp.oo, sp.S.NegativeInfinity):
+        raise SymdistillError(f"Potential {shorten(name)} divides by zero or is infinite (sympy gives {shown}): "
+                              "remove the division by zero")
+    complex_power = any(p.is_number and p.is_extended_real is False for p in energy.atoms(sp.Pow))
+    if energy.has(sp.I) or complex_power:
+        raise SymdistillError(f"Potential {shorten(name)} is not real for r > 0 (sympy gives {shown}): take "
+                              "square roots, logs and fractional powers of positive quantities only")
+
+
+def _sample_points() -> dict[str, torch.Tensor]:
+    """r across (0.01, 10) (avoiding round values, where a formula may be singular by design),
+    masses 0.5 to 2 and charges +-1, as one broadcast grid."""
+    r = torch.logspace(-1.99, 0.99, 41, dtype=torch.float64) * (1 + 1e-7)
+    m = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    q = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    grid = torch.meshgrid(r, m, m.flip(0), q, q, indexing="ij")
+    return {k: g.reshape(-1) for k, g in zip(PAIR_VARIABLES, grid)}
+
+
+def _check_numeric(law: Law) -> None:
+    """One-line errors for a potential (or its force) that is not a real number on sample points, or
+    infinite on all of them. (Overflow at some r is left to the simulation's finiteness checks.)"""
+    x = _sample_points()
+    for subject, fn, expr in ((f"Potential {shorten(law.name)}", law._energy_torch, law.energy),
+                              (f"Potential {shorten(law.name)}: its force -dU/dr", law._magnitude_torch,
+                               law._magnitude_expr)):
+        try:
+            with torch.no_grad():
+                v = fn(**x)
+        except (SymdistillError, TypeError, ValueError, RuntimeError, ArithmeticError) as e:
+            hint = " (a step in the potential is an infinite force: write steps with Piecewise)" \
+                if expr.has(sp.DiracDelta) else ""
+            raise SymdistillError(f"{subject} = {shorten(sp.sstr(expr))} cannot be evaluated numerically"
+                                  f"{hint}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        nan = torch.isnan(v)
+        if nan.any():
+            i = int(nan.nonzero()[0])
+            at = ", ".join(f"{k} = {float(x[k][i]):.3g}" for k in PAIR_VARIABLES if expr.has(SYM[k]))
+            why = "no Piecewise branch applies, " if expr.has(sp.Piecewise) else ""
+            raise SymdistillError(f"{subject} is not a real number{' at ' + at if at else ''} ({why}a square "
+                                  "root or log of a negative number, or an overflow): make it real for every r > 0")
+        if torch.isinf(v).all():
+            raise SymdistillError(f"{subject} is infinite for every r in (0.01, 10): rescale it")
+
+
 def _from_callable(fn: Callable, *, dt: float, damping: float, name: str | None) -> Law:
     """A law from a callable U(r, m1, m2, q1, q2) (keyword arguments; extra ones may be absorbed by
     ``**kwargs``). If it accepts sympy symbols, its ground truth is known; otherwise forces come from
@@ -161,6 +240,8 @@ def get_law(
     """
     if isinstance(system, Law):
         return system
+    if isinstance(potential, str) and not potential.strip():
+        raise SymdistillError(_EMPTY)
     if system is not None and potential is not None:
         raise SymdistillError("Give either a system name or a potential, not both")
     if system is None and potential is None:
@@ -178,10 +259,16 @@ def get_law(
                    damping=default_damping if damping is None else damping,
                    paper_quirks=paper_quirks, builtin=True)
     if paper_quirks:
-        raise SymdistillError("`paper_quirks` applies only to the built-in systems")
+        raise SymdistillError("`paper_quirks` applies only to the built-in systems (drop --paper-quirks, or use "
+                              "--system)")
     if callable(potential):
         return _from_callable(potential, dt=dt or 1e-2, damping=damping or 0.0, name=None)
     energy = parse_formula(potential, PAIR_VARIABLES, what="potential")
+    _check_symbolic(potential, energy)  # before the r test: 1/0 is zoo, which has no r either
     if not energy.has(_r):
-        raise SymdistillError(f"Potential {potential!r} does not depend on r, so it exerts no force")
-    return Law(str(potential), energy, dt=dt or 1e-2, damping=damping or 0.0)
+        raise SymdistillError(f"Potential {shorten(potential)} does not depend on r, so it exerts no force: give one "
+                              "that varies with r")
+    law = Law(str(potential), energy, dt=dt or 1e-2, damping=damping or 0.0)
+    if law.force_magnitude_expr() == 0:
+        raise SymdistillError(f"Potential {shorten(potential)} exerts no force: its derivative in r is 0")
+    return law

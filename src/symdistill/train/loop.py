@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from symdistill.errors import SymdistillError
 from symdistill.io import read_json, remove_stale_temporaries, write_json, write_text
+from symdistill.limits import check_memory
 from symdistill.models.network import GraphNetwork
 from symdistill.runfolder import claim, folder_lock
 from symdistill.simulate.dataset import open_dataset
@@ -115,6 +116,7 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
         raise SymdistillError("No training data: give --data FILE (from `symdistill simulate`)")
     if (out / ckpt.CONFIG).exists() and "request" not in read_json(out / ckpt.CONFIG, "run config"):
         raise SymdistillError(f"{out} already holds a run: continue it with --resume, or choose another --out")
+    check_data(config)
     request = config.to_dict()
     extra = {"config": request, "seed": config.train.seed, "versions": ckpt.versions()}
     has_results = lambda folder: (folder / ckpt.CHECKPOINT).exists() or (folder / ckpt.MODEL).exists()  # noqa: E731
@@ -128,6 +130,21 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
             state = _checkpoint(out)
             log(f"{out} holds this run, unfinished: continuing it")
         return _train(config, request, out, state, progress, max_epochs, log)
+
+
+def check_data(config: RunConfig) -> None:
+    """Before a run folder is created: the training and test files open, hold accelerations and match."""
+    paths = [config.data.path] + ([config.data.test_path] if config.data.test_path else [])
+    dims = []
+    for path in paths:
+        with open_dataset(path) as ds:
+            if not ds.has_acc:
+                raise SymdistillError(f"{path} has no accelerations ('acc'); training needs them: estimate them from "
+                                      f"its positions with `symdistill derive --data {path} --out OUT.h5`")
+            dims.append(ds.dim)
+    if len(set(dims)) > 1:
+        raise SymdistillError(f"--test-data {paths[1]} is {dims[1]}D but --data {paths[0]} is {dims[0]}D: give test "
+                              "data of the same system and dimension")
 
 
 def saved_config(saved: dict, path) -> RunConfig:
@@ -178,6 +195,7 @@ def _train(config: RunConfig, request: dict, out: Path, state: dict | None, prog
     t_start = time.perf_counter()
 
     train_data, val_data = _load(config)
+    check_model_size(config, train_data.dim)
     torch.manual_seed(t.seed)
     model = GraphNetwork(config.model, train_data.dim)
     gen = torch.Generator().manual_seed(t.seed + 1)
@@ -304,6 +322,15 @@ def _train(config: RunConfig, request: dict, out: Path, state: dict | None, prog
         log(f"done: {epoch} epochs, {step} steps in {last['seconds']:.0f} s; val MAE {last['val_mae']:.4g}, "
             f"force R^2 {_fmt_r2(last['force_r2'])}")
     return out
+
+
+def check_model_size(config: RunConfig, dim: int) -> None:
+    """Refuse, before allocating it, a network (weights, gradients, Adam's two moments) that does not fit."""
+    m = config.model
+    width = max(m.hidden, m.message_dim, 16)
+    weights = 2 * (m.layers + 1) * float(width) ** 2  # edge and node MLPs, a bound
+    check_memory(f"A network of {m.layers} layers x {m.hidden} units", 4 * 4 * weights,
+                 fix="ask for a smaller --hidden or --layers")
 
 
 @torch.no_grad()
