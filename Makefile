@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/symdistill run --system spring --dim 2 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 clean-venv:
 	rm -rf $(VENV)

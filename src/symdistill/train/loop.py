@@ -191,6 +191,9 @@ def _train(config: RunConfig, request: dict, out: Path, state: dict | None, prog
            max_epochs: int | None, log) -> Path:
     t = config.train
     if t.threads:
+        cores = os.cpu_count() or 1
+        if t.threads > 4 * cores:
+            raise SymdistillError(f"--threads {t.threads} is far more than the {cores} cores here: give at most {cores}")
         torch.set_num_threads(t.threads)
     t_start = time.perf_counter()
 
