@@ -144,14 +144,20 @@ class SpaceGuard:
             raise OSError(errno.ENOSPC, "No space left on the disk for the rest of the file", str(self.final))
 
 
-def hdf5_write_error(e: Exception, path) -> OSError:
-    """An exception raised by h5py while writing ``path`` as an OSError (errno from its message)."""
+@contextlib.contextmanager
+def hdf5_writing(path):
+    """Around an h5py writer of ``path``: its errors (a full disk, an I/O error) as one ``OSError``
+    with the errno from h5py's message; an ``OSError`` of ours (:class:`SpaceGuard`) passes as it is."""
     global HDF5_WRITE_FAILED
-    HDF5_WRITE_FAILED = True
-    text = str(e)
-    m = re.search(r"errno = (\d+)", text)
-    code = int(m.group(1)) if m else (e.errno if isinstance(e, OSError) and e.errno else errno.EIO)
-    return OSError(code, os.strerror(code), str(path))
+    try:
+        yield
+    except (RuntimeError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise
+        HDF5_WRITE_FAILED = True
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m.group(1)) if m else (e.errno if isinstance(e, OSError) and e.errno else errno.EIO)
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 # ---- output paths, checked before any work ------------------------------------------------------------

@@ -32,13 +32,15 @@ import numpy as np
 from symdistill import __version__
 from symdistill.errors import SymdistillError
 from symdistill.io import (
-    SpaceGuard, atomic_path, check_output_file, hdf5_write_error, remove_stale_temporaries, temporary_path,
+    SpaceGuard, atomic_path, check_output_file, hdf5_writing, remove_stale_temporaries, temporary_path,
 )
 from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size, check_memory
 from symdistill.simulate.potentials import BUILTIN, Law, get_law
 from symdistill.simulate.simulate import SimulationConfig, initial_conditions, integrate_chunks
 
 FORMAT = "symdistill.nbody/1"
+#: What h5py raises on a damaged file (besides a clean OSError on opening).
+H5_ERRORS = (RuntimeError, KeyError, ValueError, TypeError, OSError)
 STATE = ("pos", "vel", "acc")
 OBSERVATION = ("pos_observed", "acc_true")  # positions-only files; never read by training
 
@@ -115,12 +117,8 @@ def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float
 
 
 def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final=None) -> None:
-    try:
+    with hdf5_writing(final or file):
         _write_hdf5(file, law, c, progress, file_dtype, final)
-    except (RuntimeError, OSError) as e:  # h5py's errors while writing (a full disk, an I/O error)
-        if isinstance(e, OSError) and e.filename is not None:
-            raise  # ours (SpaceGuard), already precise
-        raise hdf5_write_error(e, final or file) from None
 
 
 def _write_hdf5(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final) -> None:
@@ -175,7 +173,7 @@ class NBodyDataset:
         except SymdistillError:
             self._f.close()
             raise
-        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+        except H5_ERRORS as e:  # h5py on a damaged file
             self._f.close()
             raise self._fail(f"it cannot be read ({e.__class__.__name__}: {str(e)[:80]}; a damaged file?)") from None
 
@@ -261,7 +259,7 @@ class NBodyDataset:
     def attrs(self) -> dict:
         try:
             return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._f.attrs.items()}
-        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+        except H5_ERRORS as e:  # h5py on a damaged file
             raise self._fail(f"its attributes cannot be read ({e.__class__.__name__}; a damaged file?)") from None
 
     @property
@@ -311,7 +309,7 @@ class NBodyDataset:
                 return self._lookup(name)
             except SymdistillError:
                 raise
-            except (RuntimeError, KeyError, ValueError, TypeError, OSError) as e:  # h5py on a damaged file
+            except H5_ERRORS as e:  # h5py on a damaged file
                 raise self._fail(f"{name!r} cannot be read ({e.__class__.__name__}; a damaged file?)") from None
         raise AttributeError(name)
 

@@ -65,7 +65,7 @@ import numpy as np
 
 from symdistill import __version__
 from symdistill.errors import SymdistillError, check_positive, unknown_name
-from symdistill.io import SpaceGuard, atomic_path, check_output_file, hdf5_write_error
+from symdistill.io import SpaceGuard, atomic_path, check_output_file, hdf5_writing
 from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size
 
 METHODS = ("savgol", "spline")
@@ -459,29 +459,24 @@ def derive_file(src, dst, *, noise: float | None = None, seed: int | None = None
         names = ("pos", "vel", "acc", "pos_observed") + (("acc_true",) if truth else ())
         with atomic_path(dst) as tmp:
             guard = SpaceGuard(tmp, len(names) * float(np.prod(shape)) * np.dtype(file_dtype).itemsize, dst)
-            try:
-                with h5py.File(tmp, "w") as f:
-                    out = {k: f.create_dataset(k, shape=shape, dtype=file_dtype, chunks=chunks) for k in names}
-                    f.create_dataset("mass", data=ds.mass)
-                    f.create_dataset("charge", data=ds.charge)
-                    f.create_dataset("t", data=ds.t[kept])
-                    for s0, s1 in _blocks(s, n * b * d):
-                        guard.check()
-                        block = ds.read(slice(s0, s1), fields=(source,) + ((truth,) if truth else ()))
-                        obs = add_noise(block[source], sigma, seed, range(s0, s1))
-                        for k, v in zip(("pos", "vel", "acc"), _apply(est, obs, ds.dt)):
-                            out[k][s0:s1] = v[:, kept]
-                        out["pos_observed"][s0:s1] = obs[:, kept]
-                        if truth:
-                            out["acc_true"][s0:s1] = block[truth][:, kept]
-                    recorded = ds.attrs.get("noise") if noise is None and ds.observed else noise
-                    f.attrs.update({k: v for k, v in ds.attrs.items() if k not in OBSERVATION_ATTRS})
-                    f.attrs.update({"format": FORMAT, "version": __version__,
-                                    **observation_attrs(recorded, scale, est, estimate_noise(sample, ds.dt, est))})
-            except (RuntimeError, OSError) as e:  # h5py's errors while writing (a full disk, an I/O error)
-                if isinstance(e, OSError) and e.filename is not None:
-                    raise
-                raise hdf5_write_error(e, dst) from None
+            with hdf5_writing(dst), h5py.File(tmp, "w") as f:
+                out = {k: f.create_dataset(k, shape=shape, dtype=file_dtype, chunks=chunks) for k in names}
+                f.create_dataset("mass", data=ds.mass)
+                f.create_dataset("charge", data=ds.charge)
+                f.create_dataset("t", data=ds.t[kept])
+                for s0, s1 in _blocks(s, n * b * d):
+                    guard.check()
+                    block = ds.read(slice(s0, s1), fields=(source,) + ((truth,) if truth else ()))
+                    obs = add_noise(block[source], sigma, seed, range(s0, s1))
+                    for k, v in zip(("pos", "vel", "acc"), _apply(est, obs, ds.dt)):
+                        out[k][s0:s1] = v[:, kept]
+                    out["pos_observed"][s0:s1] = obs[:, kept]
+                    if truth:
+                        out["acc_true"][s0:s1] = block[truth][:, kept]
+                recorded = ds.attrs.get("noise") if noise is None and ds.observed else noise
+                f.attrs.update({k: v for k, v in ds.attrs.items() if k not in OBSERVATION_ATTRS})
+                f.attrs.update({"format": FORMAT, "version": __version__,
+                                **observation_attrs(recorded, scale, est, estimate_noise(sample, ds.dt, est))})
     return dst
 
 
