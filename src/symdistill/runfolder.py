@@ -41,7 +41,9 @@ def _owner(fd: int) -> dict:
 
 @contextlib.contextmanager
 def folder_lock(folder, command: str, *, log: Callable = print) -> Iterator[None]:
-    """Hold ``folder``'s lock for the duration; refused with the owner named while another holds it."""
+    """Hold ``folder``'s lock for the duration; refused with the owner named while another holds it.
+    Once held, temporary files left in the folder by killed writers are removed (no writer of ours is
+    left to own them)."""
     folder = Path(folder)
     path = folder / LOCK
     if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -66,6 +68,7 @@ def folder_lock(folder, command: str, *, log: Callable = print) -> Iterator[None
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                                  "started": time.time()}).encode())
         os.fsync(fd)
+        remove_stale_temporaries(folder, recursive=True)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -115,14 +118,13 @@ def check_same(folder: Path, record: str, key: str, request: dict, command: str,
 def claim(folder, command: str, request: dict, *, record: str, key: str = "request",
           extra: dict | None = None, results: Callable[[Path], bool] = lambda folder: True,
           log: Callable = print) -> Iterator[bool]:
-    """Open ``folder`` for ``command``: lock it, clean stale temporaries, check or store ``request``.
+    """Open ``folder`` for ``command``: lock it (which cleans stale temporaries), check or store ``request``.
 
     Yields True if the folder already held this run (the command continues it), False if it was new
     (``{key: request, **extra}`` was then written to ``record`` before any work). ``results(folder)``
     says whether the folder holds results of its recorded run (if not, another config may replace it)."""
     folder = check_output_folder(folder)
     with folder_lock(folder, command, log=log):
-        remove_stale_temporaries(folder, recursive=True)
         existing = check_same(folder, record, key, request, command, results=results(folder))
         if not existing and not (folder / record).exists():
             foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK)

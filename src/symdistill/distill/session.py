@@ -24,7 +24,7 @@ from symdistill.distill.structured import plain_search, structured_search
 from symdistill.distill.verify import verify
 from symdistill.errors import SymdistillError, check_positive, check_seed
 from symdistill.graphs.batch import GraphBatch
-from symdistill.io import atomic_path, read_json, remove_stale_temporaries, write_json, write_text
+from symdistill.io import atomic_path, read_json, write_json, write_text
 from symdistill.runfolder import differences, folder_lock
 from symdistill.simulate import initial_conditions, open_dataset
 from symdistill.simulate.integrate import Bodies, accelerations
@@ -175,7 +175,6 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, replace: bool =
     c = config or DistillConfig()
     run = load_run(run_dir)
     with folder_lock(run.path, "distill", log=log):
-        remove_stale_temporaries(run.path, recursive=True)
         previous = run.path / "distill.json"
         if previous.exists() and not replace:
             diff = differences(read_json(previous, "distillation").get("config") or {},

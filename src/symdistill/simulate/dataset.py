@@ -117,18 +117,13 @@ def check_simulation_size(c: SimulationConfig, path, *, file_dtype: str = "float
 
 
 def _write_simulation(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final=None) -> None:
-    with hdf5_writing(final or file):
-        _write_hdf5(file, law, c, progress, file_dtype, final)
-
-
-def _write_hdf5(file, law: Law, c: SimulationConfig, progress: bool, file_dtype: str, final) -> None:
     shape = (c.n_sims, c.n_steps, c.n_bodies, c.dim)
     chunk_steps = min(c.n_steps, 50)
     chunks = (min(c.n_sims, 64), chunk_steps, c.n_bodies, c.dim)
     _, _, mass, charge = initial_conditions(c.n_sims, c.n_bodies, c.dim, c.seed, law)
     dt = c.resolved_dt(law)
     guard = SpaceGuard(file, 3.0 * np.prod(shape, dtype=np.float64) * np.dtype(file_dtype).itemsize, final)
-    with h5py.File(file, "w") as f:
+    with hdf5_writing(final or file), h5py.File(file, "w") as f:
         ds = {n: f.create_dataset(n, shape=shape, dtype=file_dtype, chunks=chunks) for n in STATE}
         f.create_dataset("mass", data=mass)
         f.create_dataset("charge", data=charge)

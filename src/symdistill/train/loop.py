@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from symdistill.errors import SymdistillError
-from symdistill.io import read_json, remove_stale_temporaries, write_json, write_text
+from symdistill.io import read_json, write_json, write_text
 from symdistill.limits import check_memory
 from symdistill.models.network import GraphNetwork
 from symdistill.runfolder import claim, folder_lock
@@ -104,7 +104,6 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
         if not (out / ckpt.CONFIG).exists():
             raise SymdistillError(f"Nothing to resume in {out}: no {ckpt.CONFIG} (start a run with --data)")
         with folder_lock(out, "train --resume", log=log):
-            remove_stale_temporaries(out, recursive=True)
             saved = read_json(out / ckpt.CONFIG, "run config")
             config = saved_config(saved, out / ckpt.CONFIG)
             if _finished(out):
