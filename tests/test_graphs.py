@@ -1,4 +1,4 @@
-"""Graphs: edge construction, batching by offsets, edge and node features."""
+"""Graphs: edge construction, batching by offsets, the container; the N-body problem's features."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symdistill.errors import SymdistillError
-from symdistill.graphs import (
-    GraphBatch, batch_edge_index, edge_input_names, edge_inputs, fully_connected, node_input_names, node_inputs,
-)
+from symdistill.graphs import GraphBatch, batch_edge_index, fully_connected
+from symdistill.problems import NBodyForces
 from symdistill.simulate import EPS
+
+
+def _graph(pos, vel, mass, charge, edge_index):
+    return GraphBatch(dict(pos=pos, vel=vel, mass=mass, charge=charge), edge_index, 1)
+
+
+def edge_inputs(kind, pos, vel, mass, charge, edge_index):
+    return NBodyForces(pos.shape[1], kind).edge_features(_graph(pos, vel, mass, charge, edge_index))
+
+
+def node_inputs(kind, pos, vel, mass, charge):
+    return NBodyForces(pos.shape[1], kind).node_features(_graph(pos, vel, mass, charge, fully_connected(len(pos))))
+
+
+def edge_input_names(kind, dim):
+    return NBodyForces(dim, kind).edge_names
+
+
+def node_input_names(kind, dim):
+    return NBodyForces(dim, kind).node_names
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7])

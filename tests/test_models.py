@@ -1,6 +1,7 @@
 """Models: the graph network's shapes, symmetries, variants and metrics."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,8 +46,7 @@ def test_output_shapes(variant, message_dim, raw_dim, dim):
 def test_messages_invariant_to_translation():
     m = _model("l1")
     b = _batch()
-    shifted = GraphBatch(b.pos + torch.tensor([7.0, -3.0], dtype=b.pos.dtype), b.vel, b.mass, b.charge,
-                         b.edge_index, b.n_graphs, b.acc, b.in_degree)
+    shifted = replace(b, nodes={**b.nodes, "pos": b.pos + torch.tensor([7.0, -3.0], dtype=b.pos.dtype)})
     assert torch.allclose(m(b).messages, m(shifted).messages, atol=1e-12)
     assert torch.allclose(m(b).acc, m(shifted).acc, atol=1e-12)
 
@@ -55,7 +55,7 @@ def test_paper_edge_inputs_are_not_translation_invariant():
     # the reason the paper needs translation augmentation (and the check above can fail)
     m = _model("l1", edge_inputs="paper")
     b = _batch()
-    shifted = GraphBatch(b.pos + 5.0, b.vel, b.mass, b.charge, b.edge_index, b.n_graphs, b.acc, b.in_degree)
+    shifted = replace(b, nodes={**b.nodes, "pos": b.pos + 5.0})
     assert not torch.allclose(m(b).messages, m(shifted).messages, atol=1e-6)
 
 
@@ -65,7 +65,7 @@ def test_predictions_equivariant_to_node_permutation(edge_inputs, node_model):
     m = _model("standard", edge_inputs=edge_inputs, node_model=node_model)
     b = _batch(1, n=5)
     perm = torch.tensor([3, 0, 4, 1, 2])
-    pb = GraphBatch.fully_connected(b.pos[perm], b.vel[perm], b.mass[perm], b.charge[perm], n_bodies=5, acc=b.acc[perm])
+    pb = GraphBatch.fully_connected({k: v[perm] for k, v in b.nodes.items()}, n_bodies=5, targets={"acc": b.acc[perm]})
     assert torch.allclose(m(pb).acc, m(b).acc[perm], atol=1e-12)
 
 
@@ -84,7 +84,7 @@ def test_scatter_aggregation_equals_reshape_sum():
     m = _model("standard")
     b = _batch(3)
     perm = torch.randperm(b.edge_index.shape[1], generator=torch.Generator().manual_seed(1))
-    shuffled = GraphBatch(b.pos, b.vel, b.mass, b.charge, b.edge_index[:, perm], b.n_graphs, b.acc, in_degree=None)
+    shuffled = replace(b, edge_index=b.edge_index[:, perm], in_degree=None)
     assert torch.allclose(m(shuffled).acc, m(b).acc, atol=1e-12)
 
 

@@ -81,7 +81,7 @@ def test_operon_recovers_the_spring_force_from_clean_samples():
     y = -(samples["r"] - 1) * samples["dx"] / samples["r"]  # -(r-1) dx / r
     X = {k: samples[k] for k in ("dx", "dy", "r", "m1", "m2")}
     sr = engine().fit(X, y)
-    assert sr.equations_.best is sr.best_ and sr.best_.loss < 1e-2
+    assert sr.pareto_.best is sr.best_ and sr.best_.loss < 1e-2
     assert sr.sympy().free_symbols <= {S["dx"], S["r"]}
     assert sr.latex().startswith(("-", "d", "0", "1", "2", "\\frac")) or "dx" in sr.latex()
     np.testing.assert_allclose(sr.predict(X), y, atol=0.1)

@@ -16,8 +16,8 @@ from symdistill.cli import main
 from symdistill.errors import SymdistillError
 from symdistill.simulate import SimulationConfig, simulate_to_file
 from symdistill.train import RunConfig, load_graphs, load_run, train
-from symdistill.train import loop as loop_module
-from symdistill.train.loop import loss_fn
+from symdistill.train import steps as steps_module
+from symdistill.train.steps import loss_fn
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +58,12 @@ def test_tiny_run_lowers_the_loss(spring_file, tmp_path):
 
 
 def test_relative_loss_divides_each_node_error_by_its_target_plus_the_floor():
-    from symdistill.train.config import TrainConfig
-    from symdistill.train.loop import prediction_loss
+    from symdistill.problems import NBodyForces
     target = torch.tensor([[3.0, -4.0], [0.0, 0.0], [100.0, 0.0]])
     pred = torch.tensor([[3.0, -3.0], [1.0, 0.0], [90.0, 0.0]])
-    assert float(prediction_loss(pred, target, TrainConfig(loss="mae"))) == pytest.approx((1 + 1 + 10) / 3)
-    rel = TrainConfig(loss="relative", loss_floor=1.0)
-    assert float(prediction_loss(pred, target, rel)) == pytest.approx((1 / 8 + 1 / 1 + 10 / 101) / 3)
+    loss = NBodyForces(2).loss  # the problem owns its loss
+    assert float(loss(pred, target, "mae")) == pytest.approx((1 + 1 + 10) / 3)
+    assert float(loss(pred, target, "relative", 1.0)) == pytest.approx((1 / 8 + 1 / 1 + 10 / 101) / 3)
 
 
 def test_bf16_forward_gives_the_fp32_loss_to_bfloat16_precision(spring_file):
@@ -162,7 +161,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
         calls["n"] += 1
         return (loss * float("nan"), pen) if calls["n"] > 8 else (loss, pen)
 
-    monkeypatch.setattr(loop_module, "loss_fn", exploding)
+    monkeypatch.setattr(steps_module, "loss_fn", exploding)
     with pytest.raises(SymdistillError, match=r"Training diverged at epoch 2, step 8 \(loss nan\); the last good checkpoint is kept"):
         train(_config(spring_file), tmp_path / "run", progress=False, log=lambda s: None)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

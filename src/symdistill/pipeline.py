@@ -36,6 +36,11 @@ TRAIN_STEPS = {2: 1500, 3: 3000}
 TRAIN_CAP_SECONDS = {2: 300.0, 3: 600.0}
 
 
+#: Options added after run folders were first written, with the value that reproduces those folders
+#: (a folder without them is compared as if it had them: the same command continues it).
+ADDED_OPTIONS = {"device": "cpu"}
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """The main job. Defaults are sized for a laptop CPU (about a minute on 2 cores in 2D, two in 3D).
@@ -64,6 +69,7 @@ class PipelineConfig:
     method: str = "auto"               # auto, library or network (module docstring)
     library_terms: tuple[str, ...] = ()  # the user's extra library terms of g, formula strings
     noise: float | None = None         # observe positions only, with this relative noise (None: exact data)
+    device: str = "cpu"                # training device: cpu, cuda, cuda:N or auto (CUDA when present)
 
     def __post_init__(self):
         object.__setattr__(self, "library_terms", tuple(self.library_terms))
@@ -80,7 +86,9 @@ class PipelineConfig:
         check_dim(self.dim)
         check_seed("seed", self.seed)
         from symdistill.models.network import ModelConfig
+        from symdistill.train.config import TrainConfig
         ModelConfig(variant=self.model, edge_inputs=self.edge_inputs)  # a bad name fails before any simulation
+        TrainConfig(device=self.device)
 
     @property
     def steps(self) -> int:
@@ -132,7 +140,8 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
         if not path.exists():
             check_simulation_size(sim, path, observed=c.noise is not None, max_size=max_size)
     with claim(out, "run", request, record="pipeline.json", key="config", log=log, results=_has_results,
-               extra={"versions": versions(), "stage_seconds": {}}) as existing:
+               extra={"versions": versions(), "stage_seconds": {}},
+               upgrade=lambda saved: {**ADDED_OPTIONS, **saved}) as existing:
         if existing and (out / "result.json").exists():
             log(f"{out} already holds this run, finished: its result is shown")
             return read_json(out / "result.json", "result")
@@ -142,7 +151,7 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
 
 
 def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_size) -> dict:
-    from symdistill.distill.session import DistillConfig, distill_run
+    from symdistill.distill.session import NODE_SHARE, DistillConfig, distill_run
     from symdistill.library import LibraryConfig, fit_library, write_library_run
     from symdistill.report.run_report import write_report
     from symdistill.train.loop import train
@@ -175,13 +184,14 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
                 "train.steps_per_epoch": max(1, c.steps // 10)}
     rc = RunConfig().replace(**{
         "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
-        "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed, **schedule})
+        "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed,
+        "train.device": c.device, **schedule})
     if not (run_dir / "model.pt").exists():
         train(rc, run_dir, progress=progress, log=log)  # the same config again continues the run
     dc = DistillConfig(seed=c.seed, **{k: v for k, v in (("sr_budget", c.sr_budget), ("node_budget", c.node_budget))
                                         if v is not None})
     if c.sr_evaluations is not None:
-        dc = replace(dc, sr_evaluations=c.sr_evaluations, node_evaluations=max(1, c.sr_evaluations // 4))
+        dc = replace(dc, sr_evaluations=c.sr_evaluations, node_evaluations=max(1, c.sr_evaluations // NODE_SHARE))
     if c.sr_patience is not None:
         dc = replace(dc, sr_patience=c.sr_patience)
     result = distill_run(run_dir, dc, log=log)
@@ -241,7 +251,7 @@ def demo(out, *, seed: int = 0, progress: bool = True) -> dict:
 def _run(args) -> int:
     fields = {k: getattr(args, k) for k in ("dim", "n_bodies", "n_sims", "model", "edge_inputs", "time_budget",
                                            "sr_budget", "seed", "train_steps", "sr_evaluations", "method", "noise",
-                                           "sr_patience")
+                                           "sr_patience", "device")
               if getattr(args, k) is not None}
     if args.library_term:
         fields["library_terms"] = tuple(args.library_term)
@@ -321,6 +331,7 @@ def register(sub) -> None:
     p.add_argument("--noise", type=float,
                    help="observe positions only, with Gaussian noise of this size relative to the position "
                         "scale (e.g. 0.01); accelerations are then estimated from them")
+    p.add_argument("--device", help="training device: cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     p.add_argument("--out", required=True, help="run folder")
     add_size_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")

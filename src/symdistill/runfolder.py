@@ -92,9 +92,12 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else x
 
 
-def check_same(folder: Path, record: str, key: str, request: dict, command: str, *, results: bool = True) -> bool:
+def check_same(folder: Path, record: str, key: str, request: dict, command: str, *, results: bool = True,
+               upgrade: Callable[[dict], dict] | None = None) -> bool:
     """True if ``folder/record`` exists and its ``key`` equals ``request``; absent: False; different: an
-    error, unless the folder holds no ``results`` yet (a start that failed early: nothing to lose), then False."""
+    error, unless the folder holds no ``results`` yet (a start that failed early: nothing to lose), then False.
+    ``upgrade`` turns a saved request of an older version into today's form (options it predates get the
+    values they had then) before the comparison."""
     path = folder / record
     if not path.exists():
         return False
@@ -103,6 +106,11 @@ def check_same(folder: Path, record: str, key: str, request: dict, command: str,
         raise SymdistillError(f"{path} has no {key!r}: it was not written by `symdistill {command}` of this "
                               "version (choose another --out)")
     old = json.loads(json.dumps(saved[key], default=str))
+    if upgrade is not None:
+        try:
+            old = json.loads(json.dumps(upgrade(old), default=str))
+        except SymdistillError:
+            pass  # not readable as today's config: compared as saved, and reported as different
     new = json.loads(json.dumps(request, default=str))
     diff = differences(old, new)
     if diff and not results:
@@ -117,7 +125,7 @@ def check_same(folder: Path, record: str, key: str, request: dict, command: str,
 @contextlib.contextmanager
 def claim(folder, command: str, request: dict, *, record: str, key: str = "request",
           extra: dict | None = None, results: Callable[[Path], bool] = lambda folder: True,
-          log: Callable = print) -> Iterator[bool]:
+          log: Callable = print, upgrade: Callable[[dict], dict] | None = None) -> Iterator[bool]:
     """Open ``folder`` for ``command``: lock it (which cleans stale temporaries), check or store ``request``.
 
     Yields True if the folder already held this run (the command continues it), False if it was new
@@ -125,7 +133,7 @@ def claim(folder, command: str, request: dict, *, record: str, key: str = "reque
     says whether the folder holds results of its recorded run (if not, another config may replace it)."""
     folder = check_output_folder(folder)
     with folder_lock(folder, command, log=log):
-        existing = check_same(folder, record, key, request, command, results=results(folder))
+        existing = check_same(folder, record, key, request, command, results=results(folder), upgrade=upgrade)
         if not existing and not (folder / record).exists():
             foreign = sorted(p.name for p in folder.iterdir() if p.name != LOCK)
             if foreign:

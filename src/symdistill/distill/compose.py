@@ -18,14 +18,9 @@ import torch
 from torch import nn
 
 from symdistill.expr import TorchExpr, symbols
-from symdistill.graphs.features import edge_input_names
+from symdistill.names import axes, displacement, node_model_variables as node_variables, relative_edge_inputs
 from symdistill.simulate.potentials import EPS
-
-_AXES = ("x", "y", "z")
-
-
-def node_variables(dim: int, n_messages: int) -> list[str]:
-    return [f"s{k}" for k in range(n_messages)] + ["m", "q"] + [f"v{a}" for a in _AXES[:dim]]
+from symdistill.train.metrics import mean_abs_error
 
 
 class SymbolicModel(nn.Module):
@@ -35,7 +30,7 @@ class SymbolicModel(nn.Module):
                  *, trainable: bool = True, n_messages: int | None = None):
         super().__init__()
         self.dim = dim
-        self.edge_vars = edge_input_names("relative", dim)  # what record_messages records
+        self.edge_vars = relative_edge_inputs(dim)  # what record_messages records
         self.node_vars = node_variables(dim, len(edge_exprs) if n_messages is None else n_messages)
         self.edge = nn.ModuleList(TorchExpr(e, self.edge_vars, trainable=trainable) for e in edge_exprs)
         self.node = nn.ModuleList(TorchExpr(e, self.node_vars, trainable=trainable) for e in node_exprs)
@@ -49,8 +44,8 @@ class SymbolicModel(nn.Module):
         dv = vel[:, :, None, :] - vel[:, None, :, :]
         off = ~torch.eye(n, dtype=torch.bool, device=pos.device)
         dist = torch.sqrt((d * d).sum(-1) + (~off).to(pos.dtype))
-        x = {f"d{a}": d[..., k] for k, a in enumerate(_AXES[: self.dim])}
-        x |= {f"dv{a}": dv[..., k] for k, a in enumerate(_AXES[: self.dim])}
+        x = {f"d{a}": d[..., k] for k, a in enumerate(axes(self.dim))}
+        x |= {f"dv{a}": dv[..., k] for k, a in enumerate(axes(self.dim))}
         ones = torch.ones_like(dist)
         x |= dict(r=dist + EPS, m1=mass[:, :, None] * ones, m2=mass[:, None, :] * ones,
                   q1=charge[:, :, None] * ones, q2=charge[:, None, :] * ones)
@@ -63,7 +58,7 @@ class SymbolicModel(nn.Module):
     def forward(self, pos, vel, mass, charge) -> torch.Tensor:
         s = self.messages(pos, vel, mass, charge)
         x = {f"s{k}": s[..., k] for k in range(s.shape[-1])}
-        x |= dict(m=mass, q=charge) | {f"v{a}": vel[..., k] for k, a in enumerate(_AXES[: self.dim])}
+        x |= dict(m=mass, q=charge) | {f"v{a}": vel[..., k] for k, a in enumerate(axes(self.dim))}
         return torch.stack([f(**x) for f in self.node], -1)
 
     def sympy(self) -> tuple[list[sp.Expr], list[sp.Expr]]:
@@ -75,13 +70,11 @@ class SymbolicModel(nn.Module):
     @torch.no_grad()
     def mae(self, data: dict[str, np.ndarray], chunk: int = 4096) -> float:
         """Mean absolute error on accelerations of ``data`` (pos, vel, acc [B, N, D]; mass, charge [B, N])."""
-        total, count = 0.0, 0
-        for s in range(0, len(data["pos"]), chunk):
-            t = {k: torch.as_tensor(v[s:s + chunk], dtype=torch.float64) for k, v in data.items()}
-            err = (self(t["pos"], t["vel"], t["mass"], t["charge"]) - t["acc"]).abs()
-            err = torch.nan_to_num(err, nan=1e30, posinf=1e30)
-            total, count = total + float(err.sum()), count + err.numel()
-        return total / max(count, 1)
+        def pairs():
+            for s in range(0, len(data["pos"]), chunk):
+                t = {k: torch.as_tensor(v[s:s + chunk], dtype=torch.float64) for k, v in data.items()}
+                yield self(t["pos"], t["vel"], t["mass"], t["charge"]), t["acc"]
+        return mean_abs_error(pairs(), nonfinite=1e30)
 
     def refit(self, data: dict[str, np.ndarray], *, steps: int = 300, lr: float = 1e-2,
               max_graphs: int = 4096, seed: int = 0) -> tuple[float, float]:
@@ -141,7 +134,7 @@ class PairForceModel(SymbolicModel):
         return self.A_unit * self.A_scale
 
     def edge_messages(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        u = torch.stack([x[f"d{a}"] for a in _AXES[: self.dim]], -1) / (x["r"] - EPS)[..., None]
+        u = torch.stack([x[a] for a in displacement(self.dim)], -1) / (x["r"] - EPS)[..., None]
         return (self.g(**x)[..., None] * u) @ self.A.T
 
     def scalar(self) -> sp.Expr:
@@ -150,7 +143,7 @@ class PairForceModel(SymbolicModel):
 
     def sympy(self) -> tuple[list[sp.Expr], list[sp.Expr]]:
         sym = symbols(self.edge_vars)
-        u = [sym[f"d{a}"] / (sym["r"] - sp.Float(EPS)) for a in _AXES[: self.dim]]
+        u = [sym[a] / (sym["r"] - sp.Float(EPS)) for a in displacement(self.dim)]
         g, A = self.scalar(), self.A.detach().numpy()
         edges = [sum((sp.Float(float(A[k, c]), 6) * g * u[c] for c in range(self.dim)), sp.Integer(0))
                  for k in range(A.shape[0])]

@@ -4,17 +4,25 @@ A table is plain data: one :class:`Equation` per complexity on the accuracy/comp
 PySR's ``score`` (-d log(loss) / d complexity between neighbours on the front) and the selected row
 marked. Selection is PySR's "best" rule, the one the paper used (PAPER.md §4): among the equations
 whose loss is within ``1.5x`` the lowest, the one with the highest score.
+
+:meth:`ParetoTable.to_frame` gives the same table as PySR's ``equations_`` DataFrame, each row with a
+:class:`CallableEquation` (``lambda_format``) that evaluates it on data like ``predict`` does
+(:func:`columns_of` reads X, :func:`evaluate` computes the expression on named columns).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 import sympy as sp
+from scipy import sparse
 
+from symdistill.distill.synthetic import lambdify
+from symdistill.errors import SymdistillError
 from symdistill.expr import INTERNAL_LIMITS, parse_formula
 
 #: Operators that cost more than one node, as in the paper (Eureqa / PySR settings): ^ exp log IF.
@@ -92,6 +100,92 @@ def simplify(expr: sp.Expr, digits: int = DIGITS, *, max_ops: int = 60) -> sp.Ex
     return min(forms, key=lambda e: (complexity(e), sp.count_ops(e)))
 
 
+def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Evaluate a sympy expression of our own on named numpy columns (vectorised)."""
+    expr = sp.sympify(expr)
+    names = sorted({s.name for s in expr.free_symbols})
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise SymdistillError(f"Expression {expr} uses {missing} not among the inputs {sorted(columns)}")
+    n = len(next(iter(columns.values())))
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):  # e.g. a pruned constant left 1/0 behind
+        return np.full(n, np.nan)
+    return lambdify([expr], names)(columns)[:, 0].copy()
+
+
+def frame_names(X) -> list[str] | None:
+    """The column names of a DataFrame ``X`` when they are all strings; None when none is (as
+    scikit-learn: its columns are then positional, like an array's)."""
+    named = [isinstance(c, str) for c in X.columns]
+    if any(named) and not all(named):
+        raise SymdistillError(f"Expected a DataFrame X with all column names strings or none "
+                              f"(got {list(X.columns)[:8]})")
+    return list(X.columns) if named and all(named) else None
+
+
+def refuse_sparse(X) -> None:
+    """A sparse matrix would be cast to nonsense (and a ``dok`` one passes for a mapping)."""
+    if sparse.issparse(X):
+        raise SymdistillError(f"Sparse X is not supported: pass X.toarray() (got {type(X).__name__})")
+
+
+def real_matrix(X) -> np.ndarray:
+    """``X`` as a float array, refusing what a cast would silently corrupt (sparse, complex)."""
+    refuse_sparse(X)
+    X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise SymdistillError("Complex data not supported: expected real-valued X")
+    return X.astype(float)
+
+
+def columns_of(X, variables: Sequence[str], owner: str = "CallableEquation") -> dict[str, np.ndarray]:
+    """The inputs of a fitted equation as name -> column. ``X``: an [n, k] array with its columns in
+    ``variables`` order, a mapping name -> column or a pandas DataFrame (by name when its column
+    names are strings). ``owner`` names the caller in the error for a wrong number of columns."""
+    variables = list(variables)
+    refuse_sparse(X)
+    if isinstance(X, Mapping) or (isinstance(X, pd.DataFrame) and frame_names(X) is not None):
+        missing = [v for v in variables if v not in X]
+        if missing:
+            raise SymdistillError(f"X lacks the columns {missing} (got {sorted(map(str, X.keys()))})")
+        return {v: np.asarray(X[v], dtype=float) for v in variables}
+    X = real_matrix(X)
+    if X.ndim != 2:
+        raise SymdistillError(f"Expected X of shape [n_samples, {len(variables)}] (got shape {X.shape}). "
+                              "Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) "
+                              "for one sample")
+    if X.shape[1] != len(variables):
+        raise SymdistillError(f"X has {X.shape[1]} features, but {owner} is expecting {len(variables)} "
+                              f"features as input, columns {variables} (got shape {X.shape})")
+    return {v: X[:, i] for i, v in enumerate(variables)}
+
+
+class CallableEquation:
+    """An equation as a function of ``X`` (PySR's ``lambda_format``): ``f(X)`` takes what
+    ``SymbolicRegression.predict`` takes (see :func:`columns_of`) and returns an [n] array.
+
+    It evaluates the sympy expression itself, never its text, and pickles as (expr, variables).
+    """
+
+    __slots__ = ("expr", "variables")
+
+    def __init__(self, expr: sp.Expr, variables: Sequence[str]):
+        self.expr = expr
+        self.variables = tuple(variables)
+
+    def __call__(self, X) -> np.ndarray:
+        return evaluate(self.expr, columns_of(X, self.variables, type(self).__name__))
+
+    def __getstate__(self):
+        return self.expr, self.variables
+
+    def __setstate__(self, state):
+        self.expr, self.variables = state
+
+    def __repr__(self) -> str:
+        return f"CallableEquation(f({', '.join(self.variables)}) = {sp.sstr(self.expr)})"
+
+
 @dataclass(frozen=True)
 class Equation:
     """One row of a Pareto table."""
@@ -112,7 +206,8 @@ class Equation:
 
 @dataclass
 class ParetoTable:
-    """Equations on the accuracy/complexity front, sorted by complexity (PySR's ``equations_``).
+    """Equations on the accuracy/complexity front, sorted by complexity (PySR's ``equations_`` as
+    rows of :class:`Equation`; :meth:`to_frame` gives the DataFrame).
 
     ``rows[i].selected`` marks the chosen equation; ``best`` returns it.
     """
@@ -149,6 +244,24 @@ class ParetoTable:
                          parse_formula(r["equation"], variables, what="saved equation", limits=INTERNAL_LIMITS),
                          float(r.get("score", 0.0)), bool(r.get("selected", False))) for r in records]
         return cls(rows, loss_name)
+
+    def to_frame(self, variables: Sequence[str]) -> pd.DataFrame:
+        """PySR's ``equations_``: one row per equation, index = position in this table, columns
+        ``complexity, loss, score, equation`` (text), ``sympy_format`` (sympy expression),
+        ``lambda_format`` (a :class:`CallableEquation` of X with its columns named ``variables``)
+        and ``selected`` (True on the selected row). ``attrs["loss"]`` names the loss."""
+        frame = pd.DataFrame({
+            "complexity": pd.Series([e.complexity for e in self.rows], dtype=int),
+            "loss": pd.Series([e.loss for e in self.rows], dtype=float),
+            "score": pd.Series([e.score for e in self.rows], dtype=float),
+            "equation": pd.Series([e.equation for e in self.rows], dtype=object),
+            "sympy_format": pd.Series([e.expr for e in self.rows], dtype=object),
+            "lambda_format": pd.Series([CallableEquation(e.expr, variables) for e in self.rows],
+                                       dtype=object),
+            "selected": pd.Series([e.selected for e in self.rows], dtype=bool),
+        })
+        frame.attrs["loss"] = self.loss_name
+        return frame
 
     def to_markdown(self) -> str:
         lines = [f"| | complexity | {self.loss_name} | score | equation |", "|---|---|---|---|---|"]

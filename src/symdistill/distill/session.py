@@ -21,7 +21,6 @@ from symdistill.distill.compose import SymbolicModel, node_variables
 from symdistill.distill.snap import final_law, normalise, physical_scale, textbook, truth_textbook
 from symdistill.distill.sr import SymbolicRegression
 from symdistill.distill.structured import plain_search, structured_search
-from symdistill.distill.verify import verify
 from symdistill.errors import SymdistillError, check_positive, check_seed
 from symdistill.graphs.batch import GraphBatch
 from symdistill.io import atomic_path, read_json, write_json, write_text
@@ -30,10 +29,17 @@ from symdistill.simulate import initial_conditions, open_dataset
 from symdistill.simulate.integrate import Bodies, accelerations
 from symdistill.simulate.potentials import Law
 from symdistill.train.data import GraphData, load_graphs
-from symdistill.train.metrics import BULK_LEFT_OUT, force_r2, record_messages, record_nodes, top_components
+from symdistill.names import displacement, velocity
+from symdistill.train.metrics import (
+    BULK_LEFT_OUT, force_r2, mean_abs_error, record_messages, record_nodes, top_components,
+)
 from symdistill.train.run import load_run
 
-_AXES = ("x", "y", "z")
+
+#: Evaluations of the edge search, and the share of them each node-model search gets (the defaults of
+#: both `distill` and `run`, whose ``--sr-evaluations`` scales the node searches by the same share).
+SR_EVALUATIONS = 100_000
+NODE_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class DistillConfig:
     # Stop each search after this many evaluations (None: at its time budget): with one thread and a
     # seed the result is then the same on any machine, however loaded (the budget stays a cap).
     # 100,000 take ~7 s of operon on one core (5,000 rows); the node model needs far fewer.
-    sr_evaluations: int | None = 100_000
-    node_evaluations: int | None = 25_000
+    sr_evaluations: int | None = SR_EVALUATIONS
+    node_evaluations: int | None = SR_EVALUATIONS // NODE_SHARE
     # Plateau stopping for every edge and node search (operon): stop once the Pareto front has not
     # improved for this many rounds of `sr_round_evaluations` (the evaluations above stay the cap;
     # :class:`symdistill.distill.backends.Plateau`). None: each search runs to its budget.
@@ -108,10 +114,6 @@ def search_runs(searches) -> list[dict]:
              "seconds": round(s.seconds_, 2)} for s in searches]
 
 
-def _arrays(data: GraphData) -> dict[str, np.ndarray]:
-    return {k: getattr(data, k).double().numpy() for k in ("pos", "vel", "acc", "mass", "charge")}
-
-
 def ood_sets(law: Law, dim: int, n_bodies: int, *, n: int = 2000, seed: int = 0) -> dict[str, dict]:
     """Out-of-distribution snapshots with exact accelerations: twice the bodies, and masses
     ~10x outside the training range (exp(N(0,1)) -> exp(N(0,1)) * e^2.5)."""
@@ -128,13 +130,13 @@ def ood_sets(law: Law, dim: int, n_bodies: int, *, n: int = 2000, seed: int = 0)
 
 @torch.no_grad()
 def network_mae(model, data: dict[str, np.ndarray], chunk: int = 4096) -> float:
-    total, count = 0.0, 0
-    for s in range(0, len(data["pos"]), chunk):
-        part = {k: v[s:s + chunk] for k, v in data.items()}
-        b = GraphBatch.from_arrays(part["pos"], part["vel"], part["mass"], part["charge"])
-        pred = model.predict(b).double().numpy().reshape(part["acc"].shape)
-        total, count = total + float(np.abs(pred - part["acc"]).sum()), count + pred.size
-    return total / max(count, 1)
+    def pairs():
+        for s in range(0, len(data["pos"]), chunk):
+            part = {k: v[s:s + chunk] for k, v in data.items()}
+            b = GraphBatch.from_arrays(part["pos"], part["vel"], part["mass"], part["charge"])
+            acc = torch.as_tensor(part["acc"], dtype=torch.float64)
+            yield model.predict(b).double().reshape(acc.shape), acc
+    return mean_abs_error(pairs())
 
 
 def distil_node_model(model, data: GraphData, comps, c: DistillConfig) -> tuple[list[sp.Expr], list]:
@@ -144,7 +146,7 @@ def distil_node_model(model, data: GraphData, comps, c: DistillConfig) -> tuple[
     dim = model.dim
     names = node_variables(dim, len(comps))
     cols = {f"s{k}": rec["summed"][:, i] for k, i in enumerate(comps)}
-    cols |= {"m": rec["m"], "q": rec["q"]} | {f"v{a}": rec[f"v{a}"] for a in _AXES[:dim]}
+    cols |= {"m": rec["m"], "q": rec["q"]} | {v: rec[v] for v in velocity(dim)}
     used = [n for n in names if np.ptp(cols[n]) > 0]
     exprs, searches = [], []
     for d in range(dim):
@@ -160,7 +162,7 @@ def _law_of(run) -> Law | None:
 
 
 def force_string(scalar: sp.Expr, dim: int) -> str:
-    comps = ", ".join(f"d{a}" for a in _AXES[:dim])
+    comps = ", ".join(displacement(dim))
     return f"({sp.sstr(scalar)}) * ({comps})/(r - 0.01)"
 
 
@@ -186,96 +188,134 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, replace: bool =
 
 
 def _distill(run, c: DistillConfig, log) -> dict:
+    """The steps of :func:`distill_run`, each its own function, timed by :class:`Laps`."""
     t0 = time.perf_counter()
-    run_dir = run.path
-    model, dim = run.model, run.model.dim
-    law = _law_of(run)
+    model, dim, law = run.model, run.model.dim, _law_of(run)
     stride = max(1, run.config.data.step_stride)
     laps = Laps()
     data = load_graphs(run.data_path, step_stride=stride)
     if len(data) > c.max_graphs:
         data = data.subset(torch.as_tensor(np.random.default_rng(c.seed).choice(len(data), c.max_graphs, replace=False)))
+    result: dict = {"run": str(run.path), "config": asdict(c), "model": run.config.model.variant, "dim": dim,
+                    "data_use": "messages, node formulas, selection, refit and snapping on training graphs; "
+                                "the test file only for the final comparison"}
+    rec, comps = record_step(model, data, law, c, result, log)
+    laps("load and record")
+    edges = edge_search_step(rec, comps, c, dim, result)
+    laps("edge search")
+    node_exprs, node_searches = distil_node_model(model, data, comps, c)
+    laps("node search")
+    result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
+    result["node_pareto"] = [s.pareto_.to_records() for s in node_searches]
+    result["search_runs"] = {"edge": search_runs(edges.tables), "node": search_runs(node_searches)}
+    # A pair force has no constant offset: the network's offsets only cancel for the number of
+    # bodies it was trained on, so they are dropped (edge constants and the node terms that only
+    # compensate them) before the constants are refitted on raw accelerations.
+    node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
+    raw = load_graphs(run.data_path, step_stride=stride * 5).arrays()
+    edges = selection_step(edges, node_clean, dim, raw, c, result, log)
+    laps("selection")
+    save_edge_sample(Path(run.path) / "messages.npz", rec, comps, edges.A,
+                     None if edges.found is None else edges.found.b, dim, c.seed)
+    result["map"] = None if edges.A is None else np.round(edges.A, 6).tolist()
+    result["search"] = {"formula": force_string(edges.scalar, dim) if edges.scalar is not None else None,
+                        "scalar": None if edges.scalar is None else sp.sstr(edges.scalar),
+                        "edge_formulas": [sp.sstr(e) for e in edges.exprs]}
+    if law is not None and law.has_truth:
+        v = model.problem.judge(edges.exprs, law, scalar=edges.scalar)
+        result["search"]["verification"] = v.to_dict()
+        log(f"searched law: {v.summary()}")
+    symbolic, final_scalar = _final_model(result, c, edges.scalar, edges.A, edges.exprs, node_clean, dim, raw, log)
+    laps("refit and snap")
+    judge_step(model.problem, symbolic, final_scalar, law, result, log)
+    result["comparison"] = compare_step(model, symbolic, run, law, data.n_bodies, stride, c)
+    laps("verify and compare")
+    result["stage_seconds"] = laps.seconds
+    log("distill stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in laps.seconds.items()))
+    result["seconds"] = time.perf_counter() - t0
+    write_json(Path(run.path) / "distill.json", result)
+    write_text(Path(run.path) / "equations.md", equations_markdown(edges.tables, node_searches))
+    return result
+
+
+def record_step(model, data: GraphData, law, c: DistillConfig, result: dict, log):
+    """Record the messages on training graphs; the significant components and their force R^2."""
     rec = record_messages(model, data, max_edges=c.max_edges, law=law, seed=c.seed)
     comps = [int(i) for i in top_components(rec)]
     r2 = force_r2(rec, comps) if rec.forces is not None else None
     r2_bulk = force_r2(rec, comps, bulk=True) if rec.forces is not None else None
     log(f"top message components {comps}; force R^2 {None if r2 is None else [round(x, 4) for x in r2]}"
         + ("" if r2_bulk is None else f" (without {BULK_LEFT_OUT}: {[round(x, 4) for x in r2_bulk]})"))
-    laps("load and record")
+    result.update(components=comps, force_r2=r2, force_r2_bulk=r2_bulk)
+    return rec, comps
+
+
+@dataclass
+class EdgeFormulas:
+    """The edge search's outcome: message formulas, the scalar law g and map A (structured search),
+    the searches (their Pareto tables), and the structured result itself (None for a plain search)."""
+
+    exprs: list
+    scalar: sp.Expr | None
+    A: np.ndarray | None
+    tables: list
+    found: object = None
+
+
+def edge_search_step(rec, comps, c: DistillConfig, dim: int, result: dict) -> EdgeFormulas:
+    """SR on the significant messages, without the closest ``trim_closest`` of the edges."""
     Y = rec.messages[:, comps]
-    result: dict = {"run": str(run.path), "config": asdict(c), "components": comps, "force_r2": r2,
-                    "force_r2_bulk": r2_bulk, "model": run.config.model.variant, "dim": dim,
-                    "data_use": "messages, node formulas, selection, refit and snapping on training graphs; "
-                                "the test file only for the final comparison"}
     searched = rec.inputs["r"] >= np.quantile(rec.inputs["r"], c.trim_closest)
     samples, Y = {k: v[searched] for k, v in rec.inputs.items()}, Y[searched]
-    found = None
     if c.search == "structured":
         found = structured_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations),
                                   trim_largest=c.trim_largest)
-        edge_exprs, scalar, A, tables = found.expressions, found.scalar, found.A, found.searches
         result["threshold"] = found.threshold
+        edges = EdgeFormulas(found.expressions, found.scalar, found.A, found.searches, found)
     else:
         searches = plain_search(samples, Y, dim, _sr(c, c.sr_budget, evaluations=c.sr_evaluations))
-        edge_exprs, scalar, A, tables = [s.sympy() for s in searches], None, None, searches
-    result["pareto"] = [t.equations_.to_records() for t in tables]
-    laps("edge search")
+        edges = EdgeFormulas([s.sympy() for s in searches], None, None, searches)
+    result["pareto"] = [t.pareto_.to_records() for t in edges.tables]
+    return edges
 
-    node_exprs, node_searches = distil_node_model(model, data, comps, c)
-    laps("node search")
-    result["node_formulas"] = [sp.sstr(e) for e in node_exprs]
-    result["node_pareto"] = [s.equations_.to_records() for s in node_searches]
-    result["search_runs"] = {"edge": search_runs(tables), "node": search_runs(node_searches)}
-    # A pair force has no constant offset: the network's offsets only cancel for the number of
-    # bodies it was trained on, so they are dropped (edge constants and the node terms that only
-    # compensate them) before the constants are refitted on raw accelerations.
-    node_clean = [drop_offset_terms(e, [f"s{k}" for k in range(len(comps))]) for e in node_exprs]
-    raw = _arrays(load_graphs(run.data_path, step_stride=stride * 5))
 
-    if found is not None and c.select == "refit" and len(found.alternatives) > 1:
-        k, maes = choose_by_refit([alt[2] for alt in found.alternatives], node_clean, dim, raw, seed=c.seed)
-        result["selection"] = {"rule": "refit", "tolerance": SELECT_TOLERANCE, "chosen": k, "candidates": [
-            {"complexity": cx, "scalar": sp.sstr(g), "held_out_mae": m if np.isfinite(m) else None,
-             "paper_rule": g == scalar} for (cx, g, _, _), m in zip(found.alternatives, maes)]}
-        _, scalar, edge_exprs, A = found.alternatives[k]
-        log(f"chose {scalar} (complexity {found.alternatives[k][0]}) among {len(maes)} Pareto candidates by "
-            f"refitted error on held-out graphs")
-    laps("selection")
-    save_edge_sample(Path(run_dir) / "messages.npz", rec, comps, A, None if found is None else found.b, dim, c.seed)
-    result["map"] = None if A is None else np.round(A, 6).tolist()
-    result["search"] = {"formula": force_string(scalar, dim) if scalar is not None else None,
-                        "scalar": None if scalar is None else sp.sstr(scalar),
-                        "edge_formulas": [sp.sstr(e) for e in edge_exprs]}
-    if law is not None and law.has_truth:
-        v = verify(edge_exprs, law, dim, scalar=scalar)
-        result["search"]["verification"] = v.to_dict()
-        log(f"searched law: {v.summary()}")
+def selection_step(edges: EdgeFormulas, node_clean, dim: int, raw, c: DistillConfig, result: dict, log) -> EdgeFormulas:
+    """With ``select="refit"``: the structured search's Pareto candidate chosen by refitted error."""
+    found = edges.found
+    if found is None or c.select != "refit" or len(found.alternatives) <= 1:
+        return edges
+    k, maes = choose_by_refit([alt[2] for alt in found.alternatives], node_clean, dim, raw, seed=c.seed)
+    result["selection"] = {"rule": "refit", "tolerance": SELECT_TOLERANCE, "chosen": k, "candidates": [
+        {"complexity": cx, "scalar": sp.sstr(g), "held_out_mae": m if np.isfinite(m) else None,
+         "paper_rule": g == edges.scalar} for (cx, g, _, _), m in zip(found.alternatives, maes)]}
+    _, scalar, exprs, A = found.alternatives[k]
+    log(f"chose {scalar} (complexity {found.alternatives[k][0]}) among {len(maes)} Pareto candidates by "
+        f"refitted error on held-out graphs")
+    return EdgeFormulas(exprs, scalar, A, edges.tables, found)
 
-    symbolic, final_scalar = _final_model(result, c, scalar, A, edge_exprs, node_clean, dim, raw, log)
-    laps("refit and snap")
+
+def judge_step(problem, symbolic, final_scalar, law, result: dict, log) -> None:
+    """The final symbolic model's formulas, and the problem's verdict on them against the truth."""
     e_s, n_s = symbolic.sympy()
     result["symbolic_model"] = {"edge": [sp.sstr(e) for e in e_s], "node": [sp.sstr(e) for e in n_s]}
     result["edge_formulas"] = result["symbolic_model"]["edge"]
     if law is not None and law.has_truth:
-        v = verify(e_s, law, dim, scalar=final_scalar)
+        v = problem.judge(e_s, law, scalar=final_scalar)
         result["truth"] = truth_textbook(law)
         result.update(recovered=bool(v.exact), fits=bool(v.fits), verification=v.to_dict())
         log(f"final law: {v.summary()}")
     else:
         result.update(truth=None, recovered=None, fits=None, verification=None)
-    test = _arrays(load_graphs(run.test_path, step_stride=stride)) if run.test_path else None
+
+
+def compare_step(model, symbolic, run, law, n_bodies: int, stride: int, c: DistillConfig) -> dict:
+    """Network against formula: MAE on the test file, and out of distribution (more bodies, heavier)."""
+    test = load_graphs(run.test_path, step_stride=stride).arrays() if run.test_path else None
     comparison = {} if test is None else {"test": {"network": network_mae(model, test), "formula": symbolic.mae(test)}}
     if law is not None:
-        for name, ood in ood_sets(law, dim, data.n_bodies, seed=c.seed).items():
+        for name, ood in ood_sets(law, model.dim, n_bodies, seed=c.seed).items():
             comparison[name] = {"network": network_mae(model, ood), "formula": symbolic.mae(ood)}
-    result["comparison"] = comparison
-    laps("verify and compare")
-    result["stage_seconds"] = laps.seconds
-    log("distill stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in laps.seconds.items()))
-    result["seconds"] = time.perf_counter() - t0
-    write_json(Path(run_dir) / "distill.json", result)
-    write_text(Path(run_dir) / "equations.md", equations_markdown(tables, node_searches))
-    return result
+    return comparison
 
 
 class Laps:
@@ -356,7 +396,7 @@ def equations_markdown(edge_searches, node_searches) -> str:
     parts = []
     for title, searches in (("Edge (messages)", edge_searches), ("Node model", node_searches)):
         for k, s in enumerate(searches):
-            parts += [f"## {title}: search {k}", "", s.equations_.to_markdown(), ""]
+            parts += [f"## {title}: search {k}", "", s.pareto_.to_markdown(), ""]
     return "\n".join(parts)
 
 
@@ -371,7 +411,7 @@ def save_edge_sample(path, rec, comps, A, b, dim: int, seed: int, n: int = 5000)
         arrays["forces"] = rec.forces[keep]
     g = np.full(len(keep), np.nan)
     if A is not None:
-        d = np.column_stack([arrays[a] for a in ("dx", "dy", "dz")[:dim]])
+        d = np.column_stack([arrays[a] for a in displacement(dim)])
         u = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
         z = np.linalg.lstsq(np.asarray(A, dtype=float), (Y - (0 if b is None else b)).T, rcond=None)[0].T
         g = np.sum(z * u, axis=1)

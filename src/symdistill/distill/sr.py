@@ -1,8 +1,14 @@
 """``SymbolicRegression``: one estimator over every SR back-end, with a PySR-like result.
 
     sr = SymbolicRegression(backend="operon", time_budget=10).fit(X, y, variable_names=["dx", "r"])
-    sr.equations_          # ParetoTable: complexity, loss, score, sympy expression, selected row
-    sr.sympy(), sr.latex(), sr.predict(X), sr.pytorch()
+    sr.equations_          # DataFrame as PySR's: complexity, loss, score, equation, sympy_format,
+                           # lambda_format, and `selected` marking the selected row
+    sr.pareto_             # the same table as a ParetoTable (records, markdown, rows as Equation)
+    sr.sympy(), sr.latex(), sr.predict(X), sr.score(X, y), sr.pytorch()
+
+It is a scikit-learn regressor (``clone``, ``get_params``/``set_params``, ``GridSearchCV``); ``X``
+may be an [n, k] array, a mapping name -> column or a pandas DataFrame (its columns name the
+variables).
 
 Every candidate the engine returns is rounded, simplified and re-scored here on the same data with
 the same loss, so the table (and the selection) means the same thing for every back-end.
@@ -12,15 +18,19 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import sympy as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 
 from symdistill.distill.backends import DEFAULT_OPERATORS, SearchOptions, SearchRun, get_backend
-from symdistill.distill.pareto import DIGITS, Equation, ParetoTable, build_table, complexity, simplify
+from symdistill.distill.pareto import (DIGITS, Equation, ParetoTable, build_table, columns_of, complexity,
+                                       evaluate, frame_names, real_matrix, refuse_sparse, simplify)
 from symdistill.errors import SymdistillError, unknown_name
-from symdistill.distill.synthetic import lambdify
 from symdistill.expr import FUNCTIONS, TorchExpr, symbols
 
 LOSSES = ("mae", "mse")
@@ -36,29 +46,26 @@ def loss_value(pred: np.ndarray, y: np.ndarray, loss: str = "mae") -> float:
     return float(np.mean(np.abs(err)) if loss == "mae" else np.mean(err**2))
 
 
-def evaluate(expr: sp.Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Evaluate a sympy expression of our own on named numpy columns (vectorised)."""
-    expr = sp.sympify(expr)
-    names = sorted({s.name for s in expr.free_symbols})
-    missing = [n for n in names if n not in columns]
-    if missing:
-        raise SymdistillError(f"Expression {expr} uses {missing} not among the inputs {sorted(columns)}")
-    n = len(next(iter(columns.values())))
-    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):  # e.g. a pruned constant left 1/0 behind
-        return np.full(n, np.nan)
-    return lambdify([expr], names)(columns)[:, 0].copy()
+class NotFitted(SymdistillError, NotFittedError):
+    """Asked for a result before ``fit`` (scikit-learn's NotFittedError, and a one-line user error)."""
 
 
 def as_matrix(X, variable_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """``X`` as an [n, k] float array with k names. ``X`` may be a mapping name -> column."""
-    if isinstance(X, Mapping):
-        variable_names = list(variable_names) if variable_names is not None else list(X)
+    """``X`` as an [n, k] float array with k names. ``X`` may be a mapping name -> column or a
+    DataFrame: ``variable_names`` (default: all its columns) picks the columns. A DataFrame without
+    string column names is positional, like an array."""
+    refuse_sparse(X)
+    if isinstance(X, pd.DataFrame) and frame_names(X) is None:
+        X = X.to_numpy()
+    if isinstance(X, (Mapping, pd.DataFrame)):
+        variable_names = list(variable_names) if variable_names is not None else list(X.keys())
         names = variable_names
         missing = [v for v in names if v not in X]
         if missing:
-            raise SymdistillError(f"`variable_names` {missing} are not columns of X (got {sorted(X)})")
+            raise SymdistillError(f"`variable_names` {missing} are not columns of X "
+                                  f"(got {sorted(map(str, X.keys()))})")
         X = np.column_stack([np.asarray(X[v], dtype=float) for v in names])
-    X = np.asarray(X, dtype=float)
+    X = real_matrix(X)
     if X.ndim != 2:
         raise SymdistillError(f"Expected X of shape [n_samples, n_features] (got shape {X.shape})")
     names = list(variable_names) if variable_names is not None else [f"x{i}" for i in range(X.shape[1])]
@@ -72,8 +79,11 @@ def as_matrix(X, variable_names: Sequence[str] | None) -> tuple[np.ndarray, list
     return X, names
 
 
-class SymbolicRegression:
+class SymbolicRegression(RegressorMixin, BaseEstimator):
     """Symbolic regression with a Pareto table and the paper's selection rule.
+
+    A scikit-learn regressor: ``__init__`` only stores these parameters (validated in ``fit``), so
+    ``clone``, ``get_params``/``set_params`` and ``GridSearchCV`` work; ``score`` is R^2.
 
     Args:
         backend: ``"operon"`` (default), ``"pysr"`` (needs Julia) or ``"gplearn"`` (optional).
@@ -94,10 +104,13 @@ class SymbolicRegression:
         max_samples: the search sees at most this many rows (random subset; the paper used 5,000).
         backend_options: passed to the engine untouched (its own parameter names).
 
-    Attributes after ``fit``: ``equations_`` (ParetoTable), ``best_`` (Equation),
-    ``variable_names_``, ``n_candidates_`` (engine candidates read), ``seconds_``; what the search
-    did: ``rounds_`` (1 without patience), ``evaluations_`` (used; None when the engine does not say),
-    ``stopped_`` (``"plateau"``, ``"evaluations"``, ``"time"``, or None when unknown).
+    Attributes after ``fit``: ``equations_`` (pandas DataFrame, PySR's columns: complexity, loss,
+    score, equation, sympy_format, lambda_format; and ``selected``, True on the selected row; see
+    :meth:`ParetoTable.to_frame`), ``pareto_`` (the same as a ParetoTable), ``best_`` (Equation),
+    ``variable_names_``, ``n_features_in_``, ``feature_names_in_`` (only when X was a DataFrame),
+    ``n_candidates_`` (engine candidates read), ``seconds_``; what the search did: ``rounds_`` (1
+    without patience), ``evaluations_`` (used; None when the engine does not say), ``stopped_``
+    (``"plateau"``, ``"evaluations"``, ``"time"``, or None when unknown).
     """
 
     def __init__(self, backend="operon", *, operators: Sequence[str] = DEFAULT_OPERATORS,
@@ -121,6 +134,27 @@ class SymbolicRegression:
         self.max_samples = max_samples
         self.backend_options = backend_options
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self._non_deterministic()
+        tags.input_tags.allow_nan = True  # fit leaves out rows that are not finite
+        return tags
+
+    def _more_tags(self) -> dict:  # the same for scikit-learn < 1.6
+        return {"non_deterministic": self._non_deterministic(), "allow_nan": True}
+
+    def _non_deterministic(self) -> bool:
+        """Only operon stopped by an evaluation count on one thread repeats itself (the default,
+        stopped by the clock, does not)."""
+        return not (self.backend == "operon" and self.max_evaluations is not None and self.threads == 1)
+
+    def set_params(self, **params) -> SymbolicRegression:
+        valid = self.get_params(deep=False)
+        for key in params:
+            if key not in valid:
+                raise unknown_name("parameter of SymbolicRegression", key, valid)
+        return super().set_params(**params)
+
     def options(self) -> SearchOptions:
         return SearchOptions(operators=tuple(self.operators), max_complexity=self.max_complexity,
                              time_budget=self.time_budget, seed=self.seed, threads=self.threads,
@@ -129,18 +163,21 @@ class SymbolicRegression:
                              round_evaluations=self.round_evaluations, extra=dict(self.backend_options or {}))
 
     def fit(self, X, y, variable_names: Sequence[str] | None = None) -> SymbolicRegression:
-        """Search ``y ~ f(X)``. ``X``: [n, k] array or mapping name -> column; ``y``: [n]."""
+        """Search ``y ~ f(X)``. ``X``: [n, k] array, mapping name -> column or DataFrame (its
+        columns are the variable names unless ``variable_names`` picks some); ``y``: [n]."""
         if self.loss not in LOSSES:
             raise unknown_name("loss", self.loss, LOSSES)
         backend = get_backend(self.backend)
         options = self.options()
+        named = isinstance(X, pd.DataFrame) and frame_names(X) is not None
         X, names = as_matrix(X, variable_names)
-        y = np.asarray(y, dtype=float).reshape(-1)
+        y = target(y)
         if len(y) != len(X):
             raise SymdistillError(f"Expected y with {len(X)} values, one per row of X (got {len(y)})")
         keep = np.isfinite(y) & np.all(np.isfinite(X), axis=1)
         if keep.sum() < 10:
-            raise SymdistillError(f"Expected at least 10 finite rows in X and y (got {int(keep.sum())})")
+            raise SymdistillError(f"Expected at least 10 finite rows in X and y "
+                                  f"(got n_samples={int(keep.sum())})")
         X, y = X[keep], y[keep]
         if len(y) > self.max_samples:
             idx = np.random.default_rng(self.seed).choice(len(y), self.max_samples, replace=False)
@@ -151,9 +188,15 @@ class SymbolicRegression:
         run = backend.last_run or SearchRun(1, None, None)
         self.rounds_, self.evaluations_, self.stopped_ = run.rounds, run.evaluations, run.stopped
         self.n_candidates_ = len(raw)
-        self.equations_ = self.table(raw, X, y, names)
-        self.best_ = self.equations_.best
+        self.pareto_ = self.table(raw, X, y, names)
+        self.equations_ = self.pareto_.to_frame(names)
+        self.best_ = self.pareto_.best
         self.variable_names_ = names
+        self.n_features_in_ = len(names)
+        if named:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):  # from an earlier fit on a DataFrame
+            del self.feature_names_in_
         self.backend_ = backend.name
         self.seconds_ = time.perf_counter() - t0
         return self
@@ -191,13 +234,14 @@ class SymbolicRegression:
 
     # ---- exports ----------------------------------------------------------------------------
     def _fitted(self) -> SymbolicRegression:
-        if not hasattr(self, "equations_"):
-            raise SymdistillError("Call fit() before asking for equations")
+        if not hasattr(self, "pareto_"):
+            raise NotFitted(f"This {type(self).__name__} is not fitted yet: call fit() before asking "
+                            "for equations")
         return self
 
     def _row(self, index: int | None) -> Equation:
         self._fitted()
-        return self.best_ if index is None else self.equations_[index]
+        return self.best_ if index is None else self.pareto_[index]
 
     def sympy(self, index: int | None = None) -> sp.Expr:
         """The selected expression (or row ``index`` of ``equations_``)."""
@@ -207,12 +251,27 @@ class SymbolicRegression:
         return sp.latex(self.sympy(index))
 
     def predict(self, X, index: int | None = None) -> np.ndarray:
-        X, names = as_matrix(X, self._fitted().variable_names_)
-        return evaluate(self.sympy(index), {v: X[:, i] for i, v in enumerate(names)})
+        """The selected equation (or row ``index``) on ``X``: an [n, k] array in ``variable_names_``
+        order, a mapping name -> column or a DataFrame. Returns [n]."""
+        return evaluate(self.sympy(index), columns_of(X, self.variable_names_, type(self).__name__))
 
     def pytorch(self, index: int | None = None, *, trainable: bool = True) -> TorchExpr:
         """The expression as a torch module with (by default) trainable constants."""
         return TorchExpr(self.sympy(index), self._fitted().variable_names_, trainable=trainable)
+
+
+def target(y) -> np.ndarray:
+    """``y`` as an [n] float array; a column vector [n, 1] is flattened with scikit-learn's warning."""
+    if y is None:
+        raise SymdistillError("SymbolicRegression requires y to be passed, but the target y is None")
+    y = real_matrix(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected: flattened to shape "
+                      f"({len(y)},)", DataConversionWarning, stacklevel=3)
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise SymdistillError(f"Expected y of shape [n_samples] (got shape {y.shape})")
+    return y
 
 
 def prune(expr: sp.Expr, columns, y, loss_name: str, loss: float, digits: int,

@@ -209,7 +209,7 @@ def structured_search(samples: Mapping[str, np.ndarray], messages, dim: int,
     exprs, force, A, b, direction_r2 = _mapped(scalar, s, names, Y, u, dim, digits)
     alternatives = []
     if threshold is None and max_alternatives > 1:
-        table = searches[0].equations_
+        table = searches[0].pareto_
         rows = [e for e in table if e.complexity <= table.best.complexity][-max_alternatives:]
         for e in rows:
             alt = (exprs, force, A) if e.selected else _mapped(e.expr, s, names, Y, u, dim, digits)

@@ -14,14 +14,11 @@ import numpy as np
 import sympy as sp
 
 from symdistill.errors import check_dim
+from symdistill.names import displacement, law_variables as edge_variables
 from symdistill.simulate.potentials import EPS, Law, get_law
 
-AXES = ("dx", "dy", "dz")
-
-
-def edge_variables(dim: int) -> tuple[str, ...]:
-    """The edge inputs a message formula may use, in the recording order."""
-    return (*AXES[:dim], "r", "m1", "m2", "q1", "q2")
+#: dx, dy, dz (the displacement receiver - sender)
+AXES = displacement(3)
 
 
 def edge_samples(n: int, dim: int, *, seed: int = 0, charged: bool = True,

@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from symdistill.distill.synthetic import AXES, edge_samples, edge_variables, lambdify, true_force
+from symdistill.distill.synthetic import edge_samples, edge_variables, lambdify, true_force
 from symdistill.errors import SymdistillError, check_dim, check_positive
 from symdistill.expr import parse_formula, symbols
+from symdistill.names import RECEIVER, displacement
 from symdistill.simulate.potentials import EPS, Law, get_law
-
-RECEIVER = ("m1", "q1")
+from symdistill.train.metrics import affine_fit
 
 
 @dataclass(frozen=True)
@@ -145,19 +145,6 @@ class VerificationResult:
         }
 
 
-def _weighted_affine(F: np.ndarray, Y: np.ndarray, w: np.ndarray):
-    """Y ~ F A^T + b by weighted least squares; returns A [K, D], b [K], R^2 [K]."""
-    design = np.column_stack([F, np.ones(len(F))])
-    sw = np.sqrt(w)[:, None]
-    coef, *_ = np.linalg.lstsq(design * sw, Y * sw, rcond=None)
-    res = Y - design @ coef
-    mean = (w[:, None] * Y).sum(0) / w.sum()
-    ss_tot = (w[:, None] * (Y - mean) ** 2).sum(0)
-    ss_res = (w[:, None] * res**2).sum(0)
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
-    return coef[:-1].T, coef[-1], r2
-
-
 def _as_exprs(formulas, dim: int) -> list[sp.Expr]:
     if isinstance(formulas, (str, sp.Basic)):
         formulas = [formulas]
@@ -190,7 +177,7 @@ def verify(formulas: str | sp.Expr | Sequence[str | sp.Expr], law: Law | str, di
     if unknown:
         return result
     truth_vars = {s.name for t in truth for s in t.free_symbols} | set(RECEIVER)
-    result.extra_variables = [v for v in used if v not in truth_vars and v not in AXES]
+    result.extra_variables = [v for v in used if v not in truth_vars and v not in displacement(3)]
     phi_fn = lambdify(exprs, variables)
     _fits(result, phi_fn, law, dim, o)
     _exact(result, phi_fn, law, dim, o, scalar)
@@ -211,11 +198,11 @@ def _fits(result: VerificationResult, phi_fn, law: Law, dim: int, o: VerifyOptio
         mag2 = (F**2).sum(1)
         typical = np.median(mag2[mag2 > 0]) if np.any(mag2 > 0) else 1.0  # laws that vanish on a range
         w = 1.0 / (mag2 + typical)
-        A_g, b_g, r2 = _weighted_affine(F, Y, w)
+        A_g, b_g, r2 = affine_fit(F, Y, w)
         if o.trim > 0:  # refit without the worst few edges (a threshold a hair off, a near-collision)
             res = (w[:, None] * (Y - F @ A_g.T - b_g) ** 2).sum(1)
             keep = res <= np.quantile(res, 1 - o.trim)
-            A_g, b_g, r2 = _weighted_affine(F[keep], Y[keep], w[keep])
+            A_g, b_g, r2 = affine_fit(F[keep], Y[keep], w[keep])
         maps.append(A_g), offsets.append(b_g), r2s.append(r2), receivers.append(recv)
     checks = result.checks
     checks.append(Check("finite", bad == 0, bad, 0, "non-finite values where the truth is finite"))
@@ -282,7 +269,7 @@ def wide_grid(dim: int, receiver: dict, o: VerifyOptions, seed: int) -> dict[str
     r, m2, q2 = r.ravel(), m2.ravel(), q2.ravel()
     u = np.random.default_rng(seed).standard_normal((len(r), dim))
     d = u / np.linalg.norm(u, axis=1, keepdims=True) * (r - EPS)[:, None]
-    out = {AXES[k]: d[:, k] for k in range(dim)}
+    out = {name: d[:, k] for k, name in enumerate(displacement(dim))}
     out |= {"r": r, "m2": m2, "q2": q2}
     out |= {k: np.full(len(r), float(v)) for k, v in receiver.items()}
     return out
@@ -300,7 +287,7 @@ def _exact(result: VerificationResult, phi_fn, law: Law, dim: int, o: VerifyOpti
         recv = {"m1": float(m1), "q1": 1.0 if g % 2 == 0 else -1.0}
         F, Y, n_bad = _evaluate_group(phi_fn, law, dim, wide_grid(dim, recv, o, o.seed + 100 + g))
         bad += n_bad
-        A_g, b_g, _ = _weighted_affine(F, Y, np.ones(len(F)))
+        A_g, b_g, _ = affine_fit(F, Y, np.ones(len(F)))
         maps.append(A_g)
         spread, where = _ratio_spread(F @ A_g.T, Y - b_g, o.zero_fraction)
         spreads.append(spread)

@@ -85,7 +85,9 @@ class KL(Variant):
         mu, logvar = self.split(raw)
         if not sample:
             return mu
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        # drawn where the generator lives (the training loop's is on the CPU, whatever the device)
+        where = mu.device if generator is None else generator.device
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=where).to(mu.device)
         return mu + torch.exp(0.5 * logvar) * eps
 
     @classmethod

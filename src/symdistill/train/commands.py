@@ -11,7 +11,7 @@ _FLAGS = {
     "data": "data.path", "test_data": "data.test_path", "model": "model.variant",
     "edge_inputs": "model.edge_inputs", "hidden": "model.hidden", "layers": "model.layers",
     "epochs": "train.epochs", "time_budget": "train.time_budget", "batch_size": "train.batch_size",
-    "lr": "train.lr", "seed": "train.seed", "threads": "train.threads",
+    "lr": "train.lr", "seed": "train.seed", "threads": "train.threads", "device": "train.device",
 }
 
 
@@ -80,6 +80,7 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int, help="hidden layers per MLP (paper: 3)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="starting config (default fast)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config option, e.g. --set model.l1_weight=0.02 (repeatable)")

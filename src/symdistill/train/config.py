@@ -66,6 +66,8 @@ class TrainConfig:
     #   with AMX/AVX-512 BF16); weights, optimiser and evaluation stay float32
     seed: int = 0
     threads: int | None = None        # torch threads (None: the faster of 1 and all, measured at the start)
+    device: str = "cpu"               # "cpu" (the default, and what CI tests), "cuda", "cuda:N", or "auto"
+    #   (CUDA when PyTorch sees a GPU). Results on a GPU are not bit-identical to the CPU's.
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "lr", "div_factor", "final_div_factor"):
@@ -82,6 +84,8 @@ class TrainConfig:
         if not 0 < self.pct_start < 1:
             raise SymdistillError(f"`train.pct_start` must be in (0, 1) (got {self.pct_start})")
         check_seed("train.seed", self.seed)
+        if not (self.device in ("cpu", "auto", "cuda") or self.device.startswith("cuda:")):
+            raise SymdistillError(f"`train.device` must be cpu, cuda, cuda:N or auto (got {self.device!r})")
 
 
 @dataclass(frozen=True)

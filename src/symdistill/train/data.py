@@ -1,67 +1,83 @@
-"""In-memory graph data: a dataset file's states as float32 tensors, batched by index.
+"""In-memory graph data: a dataset file's states as dense float32 tensors, batched by index.
 
-Every state of every simulation is one graph. A batch is a gather of B rows plus one constant
-edge pattern with offsets: no per-sample Python work, whatever B.
+Every state of every simulation is one graph of the same N nodes. A batch is a gather of B rows plus
+one constant edge pattern with offsets: no per-sample Python work, whatever B. Which fields there are
+is the problem's (:mod:`symdistill.problems`); the N-body files give node fields ``pos, vel, mass,
+charge`` and the target ``acc``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from symdistill.errors import SymdistillError
 from symdistill.graphs.batch import GraphBatch
-from symdistill.limits import check_memory
 from symdistill.graphs.edges import batch_edge_index, fully_connected
-from symdistill.simulate.dataset import open_dataset
+from symdistill.limits import check_memory
+from symdistill.simulate.dataset import open_dataset, split_indices
 from symdistill.simulate.potentials import Law
+
+#: Node fields and targets of the N-body dataset files.
+NBODY_NODES = ("pos", "vel", "mass", "charge")
+NBODY_TARGETS = ("acc",)
 
 
 @dataclass
 class GraphData:
-    """Graphs as dense tensors.
+    """Graphs of one size as dense tensors, fully connected.
 
     Shapes:
-        pos, vel, acc: [G, N, D] (float32); mass, charge: [G, N]
+        nodes[k], targets[k]: [G, N, ...] (float32), e.g. pos [G, N, D], mass [G, N]
     """
 
-    pos: torch.Tensor
-    vel: torch.Tensor
-    acc: torch.Tensor
-    mass: torch.Tensor
-    charge: torch.Tensor
+    nodes: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
     law: Law | None = None
 
     def __post_init__(self):
         self._pattern = fully_connected(self.n_bodies)
         self._edges: dict[int, torch.Tensor] = {}
 
+    def __getattr__(self, name: str):  # data.pos for data.nodes["pos"], data.acc for data.targets["acc"]
+        if not name.startswith("_") and name not in ("nodes", "targets"):
+            for fields in (self.__dict__.get("nodes", {}), self.__dict__.get("targets", {})):
+                if name in fields:
+                    return fields[name]
+        raise AttributeError(name)
+
     def __len__(self) -> int:
-        return self.pos.shape[0]
+        return next(iter(self.nodes.values())).shape[0]
 
     @property
     def n_bodies(self) -> int:
-        return self.pos.shape[1]
+        return next(iter(self.nodes.values())).shape[1]
 
     @property
     def dim(self) -> int:
-        return self.pos.shape[2]
+        return self.nodes["pos"].shape[2]
 
     def batch(self, idx: torch.Tensor | slice | None = None) -> GraphBatch:
         """The graphs ``idx`` (indices or a slice) as one :class:`GraphBatch`."""
         idx = slice(None) if idx is None else idx
-        pos, vel, acc, mass, charge = (a[idx] for a in (self.pos, self.vel, self.acc, self.mass, self.charge))
-        b, n, d = pos.shape
+        nodes = {k: v[idx] for k, v in self.nodes.items()}
+        b, n = next(iter(nodes.values())).shape[:2]
         edges = self._edges.get(b)
         if edges is None:  # one edge_index per batch size, built once
             edges = self._edges[b] = batch_edge_index(self._pattern, n, b)
-        return GraphBatch(pos.reshape(b * n, d), vel.reshape(b * n, d), mass.reshape(-1), charge.reshape(-1),
-                          edges, b, acc=acc.reshape(b * n, d), in_degree=n - 1)
+        flat = lambda a: a.reshape(b * n, *a.shape[2:])  # noqa: E731
+        return GraphBatch({k: flat(v) for k, v in nodes.items()}, edges, b,
+                          {k: flat(v[idx]) for k, v in self.targets.items()}, in_degree=n - 1)
 
     def subset(self, idx) -> "GraphData":
-        return GraphData(self.pos[idx], self.vel[idx], self.acc[idx], self.mass[idx], self.charge[idx], self.law)
+        return GraphData({k: v[idx] for k, v in self.nodes.items()}, {k: v[idx] for k, v in self.targets.items()},
+                         self.law)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every field as a float64 numpy array, [G, N, ...] (what the symbolic models read)."""
+        return {k: v.double().numpy() for k, v in (*self.nodes.items(), *self.targets.items())}
 
     @classmethod
     def from_arrays(cls, arrays: dict, law: Law | None = None) -> "GraphData":
@@ -77,12 +93,21 @@ class GraphData:
         else:
             raise SymdistillError(f"Expected pos of shape [S, T, N, D] or [G, N, D] (got {list(pos.shape)})")
         f32 = lambda a: torch.as_tensor(a, dtype=torch.float32).contiguous()  # noqa: E731
-        return cls(f32(flat(arrays["pos"])), f32(flat(arrays["vel"])), f32(flat(arrays["acc"])),
-                   f32(node(arrays["mass"])), f32(node(arrays["charge"])), law)
+        nodes = {"pos": f32(flat(arrays["pos"])), "vel": f32(flat(arrays["vel"])),
+                 "mass": f32(node(arrays["mass"])), "charge": f32(node(arrays["charge"]))}
+        return cls(nodes, {"acc": f32(flat(arrays["acc"]))}, law)
 
     @classmethod
     def from_trajectory(cls, traj) -> "GraphData":
-        return cls.from_arrays({k: getattr(traj, k) for k in ("pos", "vel", "acc", "mass", "charge")}, traj.law)
+        return cls.from_arrays({k: getattr(traj, k) for k in (*NBODY_NODES, *NBODY_TARGETS)}, traj.law)
+
+
+def split_sims(d) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation simulations of a :class:`~symdistill.train.config.DataConfig`: a split
+    by simulation (seeded), among the first ``max_sims`` of its file."""
+    with open_dataset(d.path) as ds:
+        n_sims = ds.n_sims if d.max_sims is None else min(d.max_sims, ds.n_sims)
+    return split_indices(n_sims, d.val_fraction, d.split_seed)
 
 
 def load_graphs(path, sims=None, *, step_stride: int = 1) -> GraphData:

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from symdistill.graphs.batch import GraphBatch
-from symdistill.graphs.features import edge_input_names, edge_inputs, node_input_names, node_inputs
-from symdistill.simulate.integrate import pair_force
+from symdistill.problems import NBodyForces
 from symdistill.simulate.potentials import Law
 
 #: A component is "active" when its significance is at least this fraction of the largest.
@@ -28,13 +27,15 @@ class MessageRecord:
     """Recorded edge data.
 
     Attributes:
-        inputs: named 1-D arrays [E]: ``dx, dy, (dz), r, m1, m2, q1, q2, dvx, dvy, (dvz)`` with
-            dx = receiver - sender and r = |dx| + 0.01 (the ground-truth laws' variables), whatever
-            edge inputs the model itself uses.
+        inputs: named 1-D arrays [E], the problem's ``record_names`` (N-body: ``dx, dy, (dz), r, m1,
+            m2, q1, q2, dvx, dvy, (dvz)`` with dx = receiver - sender and r = |dx| + 0.01, the
+            ground-truth laws' variables), whatever edge inputs the model itself uses.
         messages: [E, M] messages (means for ``kl``), float64.
         significance: [M] per-component std (standard, bottleneck, l1) or mean KL (kl).
         variant: the model's message variant.
-        forces: [E, D] the true pair force on the receiver (None if the law is unknown).
+        dim: how many components the true messages have (N-body: the spatial dimension).
+        forces: [E, K] the ground truth of the messages, the problem's ``edge_truth`` (N-body: the true
+            pair force on the receiver; None if the law is unknown).
         edge_index: [2, E] within the recorded graphs (row 0 sender, row 1 receiver).
     """
 
@@ -65,11 +66,7 @@ def _graph_subset(data, max_graphs: int | None, seed: int):
 
 def pair_forces(law: Law, batch: GraphBatch) -> np.ndarray:
     """True pair force on the receiver of every edge, [E, D] float64 (damping excluded: not a pair force)."""
-    send, recv = batch.edge_index
-    pos = batch.pos.double()
-    d = pos[recv] - pos[send]
-    m, q = batch.mass.double(), batch.charge.double()
-    return pair_force(law, d, torch.linalg.vector_norm(d, dim=1), m[recv], m[send], q[recv], q[send]).numpy()
+    return NBodyForces(batch.dim).edge_truth(law, batch)
 
 
 @torch.no_grad()
@@ -81,6 +78,7 @@ def record_messages(model, data, *, max_edges: int | None = None, law: Law | Non
     any) gives the true pair forces. The model is evaluated in eval mode (kl: means).
     """
     model.eval()
+    problem = model.problem
     if max_edges is not None:
         per_graph = _edges_per_graph(data)
         data = _graph_subset(data, max(1, max_edges // per_graph), seed)
@@ -88,42 +86,43 @@ def record_messages(model, data, *, max_edges: int | None = None, law: Law | Non
     batches = _chunks(data, chunk_graphs)
     feats, raws, forces, edges, offset = [], [], [], [], 0
     for b in batches:
-        raws.append(model.edge_raw(b).double())
-        feats.append(edge_inputs("relative", b.pos.double(), b.vel.double(), b.mass.double(),
-                                 b.charge.double(), b.edge_index))
+        raws.append(model.edge_raw(b.to(model.device)).double().cpu())
+        feats.append(problem.record_features(b))
         edges.append(b.edge_index + offset)
         offset += b.n_nodes
-        if law is not None:
-            forces.append(pair_forces(law, b))
+        truth = problem.edge_truth(law, b)
+        if truth is not None:
+            forces.append(truth)
     raw = torch.cat(raws)
-    f = torch.cat(feats).numpy()
-    names = edge_input_names("relative", model.dim)
+    f = torch.cat(feats).cpu().numpy()
     return MessageRecord(
-        inputs={n: f[:, i].copy() for i, n in enumerate(names)},
+        inputs={n: f[:, i].copy() for i, n in enumerate(problem.record_names)},
         messages=model.variant.messages(raw).numpy(),
         significance=model.variant.significance(raw).numpy(),
-        variant=model.variant.name, dim=model.dim,
+        variant=model.variant.name, dim=problem.message_width,
         forces=np.concatenate(forces) if forces else None,
-        edge_index=torch.cat(edges, dim=1).numpy(),
+        edge_index=torch.cat(edges, dim=1).cpu().numpy(),
     )
 
 
 @torch.no_grad()
 def record_nodes(model, data, *, max_nodes: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Node-model inputs as named 1-D arrays (``model.node_input_names``), plus ``summed`` [V, M]
-    messages, true ``acc`` and predicted ``pred`` [V, D]: the node model's data for distillation.
-    ``model.apply_node_model(node_inputs, summed)`` reproduces ``pred``."""
+    messages, the true target ``target`` and the predicted ``pred`` [V, K] (N-body: accelerations,
+    the target also as ``acc``): the node model's data for distillation.
+    ``model.apply_node_model(node_inputs, summed)`` reproduces ``pred`` (per-node targets)."""
     model.eval()
     if max_nodes is not None:
         n = _as_batch(data).n_nodes // max(1, _as_batch(data).n_graphs) if isinstance(data, GraphBatch) else data.n_bodies
         data = _graph_subset(data, max(1, max_nodes // n), seed)
-    b = _as_batch(data)
+    b = _as_batch(data).to(model.device)
     out = model(b)
-    feats = node_inputs(model.config.edge_inputs, b.pos, b.vel, b.mass, b.charge, model.config.inverse_mass)
-    rec = {n: feats[:, i].double().numpy() for i, n in enumerate(
-        node_input_names(model.config.edge_inputs, model.dim, model.config.inverse_mass))}
-    rec.update(summed=out.summed.double().numpy(), pred=(out.acc * model.acc_scale).double().numpy(),
-               acc=None if b.acc is None else b.acc.double().numpy())
+    feats = model.node_features(b)
+    rec = {n: feats[:, i].double().cpu().numpy() for i, n in enumerate(model.node_input_names)}
+    target = model.problem.target_values(b)
+    target = None if target is None else target.double().cpu().numpy()
+    rec.update(summed=out.summed.double().cpu().numpy(), pred=(out.pred * model.out_scale).double().cpu().numpy(),
+               target=target, **{model.problem.target.name: target})
     return rec
 
 
@@ -174,25 +173,41 @@ def force_r2(record: MessageRecord, components=None, *, bulk: bool = False) -> l
     if bulk:
         mag = np.linalg.norm(record.forces, axis=1)
         keep = mag <= np.quantile(mag, BULK_QUANTILE)
-    forces = record.forces[keep]
-    a = np.column_stack([forces, np.ones(len(forces))])
-    out = []
-    for c in comps:
-        y = record.messages[keep, c]
-        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-        ss_res = float(((y - a @ coef) ** 2).sum())
-        ss_tot = float(((y - y.mean()) ** 2).sum())
-        out.append(1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0)
-    return out
+    return [float(x) for x in affine_fit(record.forces[keep], record.messages[keep][:, list(comps)])[2]]
+
+
+def affine_fit(X: np.ndarray, Y: np.ndarray, w: np.ndarray | None = None):
+    """Y ~ X A^T + b by (weighted) least squares, every column of Y at once.
+
+    Shapes:
+        X: [n, D]; Y: [n, K]; w: [n] or None  ->  A [K, D], b [K], R^2 [K] (0 for a constant column)
+    """
+    w = np.ones(len(X)) if w is None else w
+    design = np.column_stack([X, np.ones(len(X))])
+    sw = np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(design * sw, Y * sw, rcond=None)
+    res = Y - design @ coef
+    mean = (w[:, None] * Y).sum(0) / w.sum()
+    ss_tot = (w[:, None] * (Y - mean) ** 2).sum(0)
+    ss_res = (w[:, None] * res**2).sum(0)
+    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+    return coef[:-1].T, coef[-1], r2
+
+
+def mean_abs_error(pairs, *, nonfinite: float | None = None) -> float:
+    """Mean absolute error over (prediction, target) tensor pairs of any shapes (chunks of one set).
+    ``nonfinite``: the error a non-finite prediction counts as (None: it makes the mean NaN or inf)."""
+    total, count = 0.0, 0
+    for pred, target in pairs:
+        err = (pred - target).abs()
+        if nonfinite is not None:
+            err = torch.nan_to_num(err, nan=nonfinite, posinf=nonfinite)
+        total, count = total + float(err.double().sum()), count + err.numel()
+    return total / max(count, 1)
 
 
 @torch.no_grad()
 def test_mae(model, data, chunk_graphs: int = 8192) -> float:
-    """Mean absolute error of predicted accelerations, per component, in data units (kl: means)."""
+    """Mean absolute error of the predicted target, per component, in data units (kl: means)."""
     model.eval()
-    total, count = 0.0, 0
-    for b in _chunks(data, chunk_graphs):
-        err = (model.predict(b) - b.acc).abs()
-        total += float(err.double().sum())
-        count += err.numel()
-    return total / max(count, 1)
+    return mean_abs_error((model.predict(b), model.problem.target_values(b)) for b in _chunks(data, chunk_graphs))

@@ -13,7 +13,7 @@ from symdistill.errors import SymdistillError
 from symdistill.models.network import GraphNetwork
 from symdistill.train import checkpoint as ckpt
 from symdistill.train.config import RunConfig
-from symdistill.train.data import load_graphs
+from symdistill.train.data import load_graphs, split_sims
 from symdistill.train.metrics import force_r2, record_messages, test_mae, top_components
 
 
@@ -52,7 +52,7 @@ def load_run(run_dir) -> Run:
         raise SymdistillError(f"{source} holds an invalid config ({e})") from None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise SymdistillError(f"{source} is not a model of this version of symdistill "
-                              f"({e.__class__.__name__}: {str(e)[:80]}): train the run again") from None
+                              f"({e.__class__.__name__}: {' '.join(str(e).split())[:80]}): train the run again") from None
     model.eval()
     return Run(path, model, config, config.data.path, config.data.test_path, read_history(path), finished)
 
@@ -87,11 +87,7 @@ def evaluate(run_dir, data_path=None, *, max_graphs: int | None = 20000, max_edg
     if path:
         data, source = load_graphs(path, step_stride=c.step_stride), str(path)
     else:
-        from symdistill.simulate.dataset import split_indices
-        from symdistill.simulate.dataset import open_dataset
-        with open_dataset(c.path) as ds:
-            n_sims = ds.n_sims if c.max_sims is None else min(c.max_sims, ds.n_sims)
-        _, val = split_indices(n_sims, c.val_fraction, c.split_seed)
+        _, val = split_sims(c)
         data, source = load_graphs(c.path, val, step_stride=c.step_stride), f"{c.path} (validation simulations)"
     if data.dim != run.model.dim:
         raise SymdistillError(f"Expected {run.model.dim}D data for this run (got {data.dim}D in {path})")
