@@ -94,8 +94,10 @@ def sparse(case: Case, seed: int = 0) -> dict:
 
 
 def network(case: Case, model: str, out: Path) -> dict:
+    """`symdistill run --method network` with its defaults (the network path alone, never the library)."""
     t0 = time.perf_counter()
-    config = PipelineConfig(system=case.system, potential=case.potential, dim=case.dim, model=model)
+    config = PipelineConfig(system=case.system, potential=case.potential, dim=case.dim, model=model,
+                            method="network")
     try:
         r = run_pipeline(out / f"{case.name}-{model}", config, progress=False, log=lambda *x, **k: None)
         err = None

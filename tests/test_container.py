@@ -159,3 +159,28 @@ def test_pyg_data_with_per_graph_targets_and_bad_inputs():
     with pytest.raises(SymdistillError, match="no attribute 'vel'"):
         from_pyg(graphs, nodes=["mass", "vel"])
     np.testing.assert_array_equal(to_pyg(b).y.numpy(), [2.0, 4.0])
+
+
+def test_the_readme_example_runs(monkeypatch):
+    import re
+    from pathlib import Path
+    root = Path(__file__).parent.parent
+    text = (root / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "RadiusGraph" in b)
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # the project's own README, not user input
+    assert scope["accelerations"].shape == (9, 2) and scope["edges"].edge_index.shape[0] == 2
+
+
+def test_a_batch_built_by_a_periodic_radius_graph_carries_minimum_image_displacements():
+    from symdistill.graphs import RadiusGraph
+    pos = torch.tensor([[0.02, 0.5], [0.97, 0.5], [0.5, 0.5], [0.1, 0.1], [0.9, 0.9]], dtype=torch.float64)
+    b = GraphBatch.build({"pos": pos, "mass": torch.ones(5, dtype=torch.float64)}, RadiusGraph(0.1, box_size=1.0),
+                         batch=[0, 0, 0, 1, 1])
+    pairs = {(int(j), int(i)) for j, i in b.edge_index.T}
+    assert pairs == {(0, 1), (1, 0)}  # only across the boundary, and never between the two graphs
+    k = [n for n, (j, i) in enumerate(b.edge_index.T.tolist()) if (j, i) == (1, 0)][0]
+    assert torch.allclose(b.edges["displacement"][k], torch.tensor([0.05, 0.0], dtype=torch.float64))
+    assert b.n_graphs == 2 and b.in_degree is None
+    assert torch.equal(b.select_graphs([1]).edge_index, torch.zeros(2, 0, dtype=torch.long))

@@ -184,6 +184,22 @@ class GraphBatch:
                               None if acc is None else {"acc": acc}, dtype=dtype)
 
     @classmethod
+    def build(cls, nodes: dict, builder, *, batch=None, targets: dict | None = None, position: str = "pos") -> "GraphBatch":
+        """Nodes plus edges from an edge builder (:mod:`symdistill.graphs.builders`) on ``nodes[position]``;
+        the builder's ``displacement`` [E, D] (minimum image in a periodic box) and ``distance`` [E]
+        become edge attributes. ``batch``: PyG's graph id per node (None: one graph).
+
+        Shapes:
+            nodes[k]: [V, ...]; batch: [V]  ->  edge_index [2, E]
+        """
+        nodes = {k: _tensor(v) for k, v in nodes.items()}
+        vec = None if batch is None else torch.as_tensor(batch, dtype=torch.long)
+        edges = builder(nodes[position], vec)
+        n_graphs = 1 if vec is None or len(vec) == 0 else int(vec.max()) + 1
+        return cls(nodes, edges.edge_index, n_graphs, {k: _tensor(v) for k, v in (targets or {}).items()},
+                   {"displacement": edges.displacement, "distance": edges.distance}, vec)
+
+    @classmethod
     def collate(cls, graphs: list["GraphBatch"]) -> "GraphBatch":
         """One batch from graphs (or batches) of any sizes: fields concatenated, node indices offset,
         per-graph targets stacked, a ``batch`` vector built (PyG's collation)."""
