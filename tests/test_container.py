@@ -184,3 +184,20 @@ def test_a_batch_built_by_a_periodic_radius_graph_carries_minimum_image_displace
     assert torch.allclose(b.edges["displacement"][k], torch.tensor([0.05, 0.0], dtype=torch.float64))
     assert b.n_graphs == 2 and b.in_degree is None
     assert torch.equal(b.select_graphs([1]).edge_index, torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_a_per_node_scalar_target_is_one_column():
+    class NodeScalar(_GraphEnergy):
+        name = "toy-node-scalar"
+
+        def __init__(self):
+            super().__init__()
+            self.target = Target("delta", "node", 1)
+
+    problem = NodeScalar()
+    mass = torch.rand(6, dtype=torch.float64) + 0.5
+    b = GraphBatch({"mass": mass}, fully_connected(6), 1, {"delta": mass * 2})
+    assert problem.target_values(b).shape == (6, 1)
+    m = GraphNetwork(ModelConfig(hidden=8, layers=1, node_messages="sum"), problem=problem).double()
+    m.fit_scales(b)
+    assert m.predict(b).shape == (6, 1) and m(b).summed.shape[0] == 6

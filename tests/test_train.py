@@ -238,3 +238,16 @@ def test_threads_are_chosen_by_measured_speed_when_not_given(spring_file, tmp_pa
         line = next(s for s in said if s.startswith("training on"))
         assert "1 thread" in line and f"{cores} threads" in line
     assert torch.get_num_threads() >= 1
+
+
+def test_device_option_auto_picks_cuda_only_when_present(monkeypatch, tmp_path, spring_file):
+    from symdistill.train.steps import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(SymdistillError, match="sees no CUDA GPU here; use --device cpu"):
+        train(_config(spring_file).replace(**{"train.device": "cuda"}), tmp_path / "gpu", progress=False)
+    assert not (tmp_path / "gpu").exists()  # refused before the run folder was created
+    with pytest.raises(SymdistillError, match="must be cpu, cuda, cuda:N or auto"):
+        RunConfig().replace(**{"train.device": "tpu"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")

@@ -135,6 +135,9 @@ def run_pipeline(out, config: PipelineConfig | None = None, *, progress: bool = 
     out = Path(out)
     law = get_law(c.system if c.potential is None else None, potential=c.potential)
     request = asdict(c)
+    if c.method != "library":  # a GPU asked for and absent: said before anything is simulated
+        from symdistill.train.steps import resolve_device
+        resolve_device(c.device)
     check_output_folder(out)
     for path, sim in _simulations(c, out / "data"):
         if not path.exists():

@@ -19,6 +19,7 @@ from torch import nn
 
 from symdistill.expr import TorchExpr, symbols
 from symdistill.names import axes, displacement, node_model_variables as node_variables, relative_edge_inputs
+from symdistill.simulate.integrate import pair_geometry
 from symdistill.simulate.potentials import EPS
 from symdistill.train.metrics import mean_abs_error
 
@@ -39,11 +40,8 @@ class SymbolicModel(nn.Module):
 
     def messages(self, pos, vel, mass, charge) -> torch.Tensor:
         """Summed edge formulas per node, [B, N, K]."""
-        n = pos.shape[1]
-        d = pos[:, :, None, :] - pos[:, None, :, :]
+        d, dist, off = pair_geometry(pos)
         dv = vel[:, :, None, :] - vel[:, None, :, :]
-        off = ~torch.eye(n, dtype=torch.bool, device=pos.device)
-        dist = torch.sqrt((d * d).sum(-1) + (~off).to(pos.dtype))
         x = {f"d{a}": d[..., k] for k, a in enumerate(axes(self.dim))}
         x |= {f"dv{a}": dv[..., k] for k, a in enumerate(axes(self.dim))}
         ones = torch.ones_like(dist)

@@ -29,9 +29,8 @@ from symdistill.distill.sr import SymbolicRegression, evaluate
 from symdistill.distill.synthetic import AXES, edge_variables
 from symdistill.errors import SymdistillError
 from symdistill.expr import symbols
+from symdistill.names import PAIR_VARIABLES as SCALAR_VARIABLES
 from symdistill.simulate.potentials import EPS
-
-SCALAR_VARIABLES = ("r", "m1", "m2", "q1", "q2")
 
 
 def _columns(samples: Mapping[str, np.ndarray], Y, dim: int):

@@ -8,7 +8,7 @@ See :mod:`symdistill.problems.base` for the contract and docs/architecture.md fo
 
 from symdistill.errors import unknown_name
 from symdistill.problems.base import LOSSES, Problem, Target, prediction_loss
-from symdistill.problems.nbody import EDGE_INPUTS, NBodyForces, pair_geometry
+from symdistill.problems.nbody import EDGE_INPUTS, NBodyForces, edge_geometry
 
 #: Problems by name (a run's config names one).
 PROBLEMS: dict[str, type[Problem]] = {NBodyForces.name: NBodyForces}
@@ -22,4 +22,4 @@ def get_problem(name: str, **options) -> Problem:
 
 
 __all__ = ["EDGE_INPUTS", "LOSSES", "PROBLEMS", "NBodyForces", "Problem", "Target", "get_problem",
-           "pair_geometry", "prediction_loss"]
+           "edge_geometry", "prediction_loss"]

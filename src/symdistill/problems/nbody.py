@@ -32,7 +32,7 @@ from symdistill.simulate.potentials import EPS
 EDGE_INPUTS = ("relative", "paper")
 
 
-def pair_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Displacement receiver - sender [E, D] and its norm [E] for every edge."""
     d = pos[edge_index[1]] - pos[edge_index[0]]
     return d, torch.linalg.vector_norm(d, dim=1)
@@ -41,7 +41,7 @@ def pair_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Te
 def relative_edge_features(pos, vel, mass, charge, edge_index) -> torch.Tensor:
     """The ``relative`` edge inputs [E, 2D + 5] (columns :func:`symdistill.names.relative_edge_inputs`)."""
     send, recv = edge_index[0], edge_index[1]
-    d, dist = pair_geometry(pos, edge_index)
+    d, dist = edge_geometry(pos, edge_index)
     return torch.cat([d, dist[:, None] + EPS, mass[recv, None], mass[send, None], charge[recv, None],
                       charge[send, None], vel[recv] - vel[send]], dim=1)
 
@@ -120,7 +120,7 @@ class NBodyForces(Problem):
         from symdistill.simulate.integrate import pair_force
         n = {k: v.double() for k, v in batch.nodes.items()}
         send, recv = batch.edge_index
-        d, dist = pair_geometry(n["pos"], batch.edge_index)
+        d, dist = edge_geometry(n["pos"], batch.edge_index)
         m, q = n["mass"], n["charge"]
         return pair_force(law, d, dist, m[recv], m[send], q[recv], q[send]).cpu().numpy()
 

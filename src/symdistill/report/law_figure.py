@@ -21,9 +21,8 @@ import sympy as sp  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
 from symdistill.distill.sr import evaluate  # noqa: E402
+from symdistill.names import PAIR_VARIABLES as VARIABLES  # noqa: E402
 from symdistill.report.figures import save_figure  # noqa: E402
-
-VARIABLES = ("r", "m1", "m2", "q1", "q2")
 
 
 @dataclass

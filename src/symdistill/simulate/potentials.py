@@ -21,11 +21,10 @@ import torch
 
 from symdistill.errors import SymdistillError, check_dim, check_positive, unknown_name
 from symdistill.expr import TorchExpr, from_real, parse_formula, shorten, symbols, to_real
+from symdistill.names import LAW_VARIABLES as EDGE_VARIABLES, PAIR_VARIABLES, displacement
 
 #: Softening added to every distance (the paper's r' = r + 0.01).
 EPS = 0.01
-PAIR_VARIABLES = ("r", "m1", "m2", "q1", "q2")
-EDGE_VARIABLES = ("dx", "dy", "dz", "r", "m1", "m2", "q1", "q2")
 SYM = symbols(EDGE_VARIABLES)
 _r, _m1, _m2, _q1, _q2 = (SYM[k] for k in PAIR_VARIABLES)
 
@@ -111,7 +110,7 @@ class Law:
         """Ground-truth pair force on the receiver, one sympy expression per component."""
         check_dim(dim)
         mag = self.force_magnitude_expr()
-        return tuple(mag * SYM[c] / (_r - EPS) for c in ("dx", "dy", "dz")[:dim])
+        return tuple(mag * SYM[c] / (_r - EPS) for c in displacement(dim))
 
     def damping_coefficients(self, n_bodies: int, dtype=torch.float64, device=None) -> torch.Tensor:
         """Per-particle damping c_i (force -c_i v_i)."""

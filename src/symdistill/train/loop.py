@@ -61,6 +61,7 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
     if (out / ckpt.CONFIG).exists() and "request" not in read_json(out / ckpt.CONFIG, "run config"):
         raise SymdistillError(f"{out} already holds a run: continue it with --resume, or choose another --out")
     check_data(config)
+    resolve_device(config.train.device)  # a GPU asked for and absent: said before the folder is created
     request = config.to_dict()
     extra = {"config": request, "seed": config.train.seed, "versions": ckpt.versions()}
     has_results = lambda folder: (folder / ckpt.CHECKPOINT).exists() or (folder / ckpt.MODEL).exists()  # noqa: E731
