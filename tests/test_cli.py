@@ -55,3 +55,14 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "symdistill.cli", "--debug", "info", "missing.h5"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_the_cli_parser_loads_none_of_the_heavy_optional_stacks():
+    # every command pays the start-up: building the parser must not import what only the searches
+    # (scikit-learn, pandas), the edge builders (scipy.spatial) or the PyG interop need
+    import subprocess
+    import sys
+    code = ("import sys; from symdistill import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('sklearn', 'pandas', 'scipy.spatial', 'torch_geometric') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

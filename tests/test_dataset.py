@@ -145,3 +145,13 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
     expected = (tmp_path / "c.txt").stat().st_mode & 0o777
     assert (tmp_path / "a.h5").stat().st_mode & 0o777 == expected
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == expected
+
+
+@pytest.mark.parametrize("quirks", [np.array([2, 3]), "yes", 0.5])
+def test_unreadable_paper_quirks_means_no_ground_truth_not_a_crash(tmp_path, quirks):
+    # found by the fuzz tests: an array here made `symdistill info` raise a traceback
+    path = simulate_to_file(tmp_path / "d.h5", "spring", config=SimulationConfig(n_sims=2, n_steps=3))
+    with h5py.File(path, "a") as f:
+        f.attrs["paper_quirks"] = quirks
+    with open_dataset(path) as ds:
+        assert ds.law() is None and "used without a ground truth" in ds.summary()

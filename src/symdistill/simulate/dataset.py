@@ -290,10 +290,12 @@ class NBodyDataset:
         except (TypeError, ValueError):
             damping = 0.0
         damping = damping if np.isfinite(damping) and damping >= 0 else 0.0
+        quirks = np.asarray(a.get("paper_quirks", False))
+        if quirks.size != 1 or quirks.dtype.kind not in "biu":  # unreadable: which law made it is unknown
+            return None
         try:
             if self.system in BUILTIN:
-                return get_law(self.system, paper_quirks=bool(a.get("paper_quirks", False)), dt=self.dt,
-                               damping=damping)
+                return get_law(self.system, paper_quirks=bool(quirks.item()), dt=self.dt, damping=damping)
             return get_law(potential=self.system, dt=self.dt, damping=damping)
         except SymdistillError:
             return None
@@ -368,7 +370,8 @@ class NBodyDataset:
             f"{self.path}: {self.n_sims} simulations x {self.n_steps} steps, {self.n_bodies} bodies, {self.dim}D",
             f"  system: {_short(self.system, 80) if self.system else '(unknown)'}"
             + (f"   U(r) = {law.energy}" if law and law.energy is not None
-               else "   (not a built-in system or a potential: no ground truth)" if self.system else ""),
+               else "   (its law cannot be read from the file: not a built-in system or a potential, or "
+                    "unreadable paper_quirks; used without a ground truth)" if self.system else ""),
             f"  dt: {self.dt:g}   t: {self.t[0]:g} .. {self.t[-1]:g}   seed: {_short(a.get('seed', '?'))}   "
             f"integrator: {_short(a.get('integrator', '?'))} x{_short(a.get('substeps', '?'))}.."
             f"{_short(a.get('max_substeps', '?'))}   version: {_short(a.get('version', '?'))}",
