@@ -24,8 +24,12 @@ _LAZY = {
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = sorted([*_WHERE, "VerificationResult", "VerifyOptions", "edge_samples", "edge_variables",
-                  "force_dataset", "true_force", "verify"])
+__all__ = [
+    "BACKENDS", "OPERATORS", "Equation", "ParetoTable", "SearchOptions", "StructuredResult",
+    "SymbolicRegression", "VerificationResult", "VerifyOptions", "available_backends", "build_table",
+    "complexity", "edge_samples", "edge_variables", "evaluate", "force_dataset", "get_backend",
+    "plain_search", "select_best", "structured_search", "true_force", "verify",
+]
 
 
 def __getattr__(name: str):

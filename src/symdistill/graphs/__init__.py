@@ -11,7 +11,8 @@ from symdistill.graphs.edges import batch_edge_index, fully_connected
 
 _BUILDERS = ("BUILDERS", "EdgeBuilder", "Edges", "FullyConnected", "KNNGraph", "RadiusGraph", "get_builder")
 
-__all__ = sorted(["GraphBatch", "batch_edge_index", "fully_connected", *_BUILDERS])
+__all__ = ["BUILDERS", "EdgeBuilder", "Edges", "FullyConnected", "GraphBatch", "KNNGraph", "RadiusGraph",
+           "batch_edge_index", "fully_connected", "get_builder"]
 
 
 def __getattr__(name: str):
