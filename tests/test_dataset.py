@@ -154,4 +154,4 @@ def test_unreadable_paper_quirks_means_no_ground_truth_not_a_crash(tmp_path, qui
     with h5py.File(path, "a") as f:
         f.attrs["paper_quirks"] = quirks
     with open_dataset(path) as ds:
-        assert ds.law() is None and "used without a ground truth" in ds.summary()
+        assert ds.law() is None and "no ground truth" in ds.summary()

@@ -370,8 +370,8 @@ class NBodyDataset:
             f"{self.path}: {self.n_sims} simulations x {self.n_steps} steps, {self.n_bodies} bodies, {self.dim}D",
             f"  system: {_short(self.system, 80) if self.system else '(unknown)'}"
             + (f"   U(r) = {law.energy}" if law and law.energy is not None
-               else "   (its law cannot be read from the file: not a built-in system or a potential, or "
-                    "unreadable paper_quirks; used without a ground truth)" if self.system else ""),
+               else "   (not a built-in system or a potential, or an unreadable paper_quirks: "
+                    "no ground truth)" if self.system else ""),
             f"  dt: {self.dt:g}   t: {self.t[0]:g} .. {self.t[-1]:g}   seed: {_short(a.get('seed', '?'))}   "
             f"integrator: {_short(a.get('integrator', '?'))} x{_short(a.get('substeps', '?'))}.."
             f"{_short(a.get('max_substeps', '?'))}   version: {_short(a.get('version', '?'))}",
