@@ -130,6 +130,9 @@ class GraphBatch:
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
     def to(self, device) -> "GraphBatch":
+        """The batch on ``device`` (itself when it is there already: the training loop calls this every step)."""
+        if torch.device(device) == self.device:
+            return self
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return GraphBatch(move(self.nodes), self.edge_index.to(device), self.n_graphs, move(self.targets),
                           move(self.edges), None if self.batch is None else self.batch.to(device), self.in_degree)

@@ -127,10 +127,3 @@ class NBodyForces(Problem):
     def judge(self, formulas, law, *, scalar=None):
         from symdistill.distill.verify import verify
         return verify(formulas, law, self.dim, scalar=scalar)
-
-    # ---- data --------------------------------------------------------------------------------
-    @staticmethod
-    def batch(pos, vel, mass, charge, acc=None, *, dtype=torch.float32):
-        """Fully connected particle graphs from per-system arrays (pos, vel, acc [B, N, D]; mass, charge [B, N])."""
-        from symdistill.graphs.batch import GraphBatch
-        return GraphBatch.from_arrays(pos, vel, mass, charge, acc, dtype=dtype)
