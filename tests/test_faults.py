@@ -78,6 +78,19 @@ def _same_arrays(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _differences(a: dict, b: dict) -> list[str]:
+    """What differs between two files' datasets, for the failure message."""
+    out = [f"datasets {sorted(a)} vs {sorted(b)}"] if a.keys() != b.keys() else []
+    for k in sorted(a.keys() & b.keys()):
+        if a[k].shape != b[k].shape:
+            out.append(f"{k}: shape {a[k].shape} vs {b[k].shape}")
+        elif not np.array_equal(a[k], b[k]):
+            bad = np.argwhere(a[k] != b[k])
+            out.append(f"{k}: {len(bad)} values differ, first at {bad[0].tolist()} "
+                       f"({a[k][tuple(bad[0])]!r} vs {b[k][tuple(bad[0])]!r})")
+    return out
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "model.pt", map_location="cpu", weights_only=True)["model"]
 
@@ -168,7 +181,8 @@ def test_run_killed_then_rerun_gives_the_uninterrupted_result(tmp_path, earlier)
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = json.loads((tmp_path / out / "result.json").read_text())
         assert {k: got[k] for k in keys} == {k: ref[k] for k in keys}, f"kill at {at:.1f} s"
-        assert _same_arrays(_datasets(tmp_path / out / "data" / "train.h5"), _datasets(tmp_path / "ref" / "data" / "train.h5"))
+        got, want = _datasets(tmp_path / out / "data" / "train.h5"), _datasets(tmp_path / "ref" / "data" / "train.h5")
+        assert _same_arrays(got, want), f"kill at {at:.1f} s: {_differences(got, want)}"
     assert None in killed  # at least one kill landed while the command ran
     assert _temporaries(tmp_path) == []
     assert _hashes(earlier[0]) == earlier[1]
