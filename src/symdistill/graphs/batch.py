@@ -72,28 +72,34 @@ class GraphBatch:
             raise SymdistillError(f"Expected a batch vector of shape [{v}] (got {list(self.batch.shape)})")
 
     # ---- access --------------------------------------------------------------------------------
+    def _fields(self) -> tuple[dict, dict, dict]:
+        """Node fields, edge attributes and targets, in lookup order (read from ``__dict__``: safe
+        inside ``__getattr__`` and while the dataclass is being built)."""
+        d = self.__dict__
+        return d.get("nodes", {}), d.get("edges", {}), d.get("targets", {})
+
     def __getitem__(self, name: str) -> torch.Tensor:
-        for fields in (self.nodes, self.edges, self.targets):
+        for fields in self._fields():
             if name in fields:
                 return fields[name]
         raise KeyError(f"{name!r} is not a node field, edge attribute or target of this batch "
                        f"(it has {sorted(self.nodes) + sorted(self.edges) + sorted(self.targets)})")
 
     def __contains__(self, name: str) -> bool:
-        return name in self.nodes or name in self.edges or name in self.targets
+        return any(name in fields for fields in self._fields())
 
     def __getattr__(self, name: str):
         # batch.pos for batch["pos"] (fields only: dataclass attributes are found before this is called)
         if name.startswith("_") or name in ("nodes", "edges", "targets"):
             raise AttributeError(name)
-        for fields in (self.__dict__.get("nodes", {}), self.__dict__.get("edges", {}), self.__dict__.get("targets", {})):
+        for fields in self._fields():
             if name in fields:
                 return fields[name]
         raise AttributeError(f"GraphBatch has no field {name!r}")
 
     def __setattr__(self, name: str, value) -> None:
         # batch.pos = ... replaces the field (a dataclass attribute is set as usual)
-        for fields in (self.__dict__.get("nodes", {}), self.__dict__.get("edges", {}), self.__dict__.get("targets", {})):
+        for fields in self._fields():
             if name in fields and name not in self.__dataclass_fields__:
                 fields[name] = value
                 return

@@ -100,7 +100,7 @@ def evaluate_epoch(model: GraphNetwork, val: GraphData, t: TrainConfig) -> dict:
     batch = val.batch().to(model.device)
     out = model(batch)
     loss = float(prediction_loss(model, out.pred, batch, t))
-    rec = record_messages(model, val.batch(), law=val.law)
+    rec = record_messages(model, batch, law=val.law)
     r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
     return {"val_loss": loss, "val_penalty": float(out.penalty), "val_mae": test_mae(model, batch),
             "active_components": active_components(rec), "force_r2": [round(x, 6) for x in r2]}
@@ -123,7 +123,7 @@ def step_history_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _fmt_r2(r2) -> str:
+def fmt_r2(r2) -> str:
     return "/".join(f"{x:.3f}" for x in r2)
 
 
@@ -134,11 +134,11 @@ def choose_threads(model, optimizer, data: GraphData, batch_size: int, t: TrainC
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     most = max(1, cores)
     if most == 1:
-        return _measure_step_rate(model, optimizer, data, batch_size, t)
+        return measure_step_rate(model, optimizer, data, batch_size, t)
     rates = {}
     for n in (most, 1):
         torch.set_num_threads(n)
-        rates[n] = _measure_step_rate(model, optimizer, data, batch_size, t)
+        rates[n] = measure_step_rate(model, optimizer, data, batch_size, t)
     best = max(rates, key=rates.get)
     torch.set_num_threads(best)
     log(f"training on {best} thread{'s' if best > 1 else ''} (steps/s: "
@@ -146,7 +146,7 @@ def choose_threads(model, optimizer, data: GraphData, batch_size: int, t: TrainC
     return rates[best]
 
 
-def _measure_step_rate(model, optimizer, data: GraphData, batch_size: int, t: TrainConfig, steps: int = 8) -> float:
+def measure_step_rate(model, optimizer, data: GraphData, batch_size: int, t: TrainConfig, steps: int = 8) -> float:
     """Training steps per second, timed on throwaway copies (the run's RNG and weights are untouched)."""
     m, opt = copy.deepcopy(model), copy.deepcopy(optimizer)
     g = torch.Generator().manual_seed(12345)

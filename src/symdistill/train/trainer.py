@@ -68,7 +68,7 @@ class Trainer:
                                                         self.batch_size, t, self.log)
         if fresh:
             if t.time_budget:
-                rate = rate or st._measure_step_rate(self.model, self.optimizer, self.train_data, self.batch_size, t)
+                rate = rate or st.measure_step_rate(self.model, self.optimizer, self.train_data, self.batch_size, t)
                 left = t.time_budget - (time.perf_counter() - t_start)
                 total = max(10, int(0.85 * left * rate))  # margin: evaluation, checkpoints, a busy CPU
                 if t.max_steps:
@@ -144,7 +144,7 @@ class Trainer:
                "lr": self.scheduler.get_last_lr()[0], "train_loss": float(sums[0]) / n_steps,
                "train_penalty": float(sums[1]) / n_steps, **st.evaluate_epoch(model, self.val_data, t)}
         self.history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", r2=st._fmt_r2(row["force_r2"]))
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", r2=st.fmt_r2(row["force_r2"]))
 
     def save_checkpoint(self) -> None:
         """The state after an epoch (atomic), and the two history files."""
@@ -174,7 +174,7 @@ class Trainer:
         if self.history:
             last = self.history[-1]
             self.log(f"done: {self.epoch} epochs, {self.step} steps in {last['seconds']:.0f} s; val MAE "
-                     f"{last['val_mae']:.4g}, force R^2 {st._fmt_r2(last['force_r2'])}")
+                     f"{last['val_mae']:.4g}, force R^2 {st.fmt_r2(last['force_r2'])}")
 
     # ---- the whole call --------------------------------------------------------------------------
     def run(self, state: dict | None, max_epochs: int | None, t_start: float | None = None) -> Path:
