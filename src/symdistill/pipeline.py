@@ -36,6 +36,12 @@ TRAIN_STEPS = {2: 1500, 3: 3000}
 TRAIN_CAP_SECONDS = {2: 300.0, 3: 600.0}
 
 
+#: What ``--model hamiltonian`` changes in the training config (docs/benchmarks.md, "Issue 14", for how
+#: they were chosen): a smooth activation (the model is trained through its gradient), and a smaller
+#: network (its double backward pass costs ~3x a message model's step).
+HAMILTONIAN_DEFAULTS = {"hamiltonian": {"model.activation": "softplus", "model.hidden": 64}}
+
+
 #: Options added after run folders were first written, with the value that reproduces those folders
 #: (a folder without them is compared as if it had them: the same command continues it).
 ADDED_OPTIONS = {"device": "cpu"}
@@ -89,6 +95,9 @@ class PipelineConfig:
         from symdistill.train.config import TrainConfig
         ModelConfig(variant=self.model, edge_inputs=self.edge_inputs)  # a bad name fails before any simulation
         TrainConfig(device=self.device)
+        if self.model == "hamiltonian" and self.potential is None and self.system == "damped":
+            from symdistill.train.loop import not_hamiltonian
+            raise SymdistillError(not_hamiltonian("damped", "--model hamiltonian"))
 
     @property
     def steps(self) -> int:
@@ -170,7 +179,9 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
     if fresh:  # the report's header shows it (a resumed run reused its data and keeps its record)
         save_record({"simulate": round(simulate_seconds, 2)})
     library = None
-    if c.method in ("auto", "library"):
+    if c.model == "hamiltonian" and c.method == "auto":
+        log("--model hamiltonian learns the energy: the network path runs (the library fits pair forces)")
+    elif c.method in ("auto", "library"):
         library = fit_library(train_file, test_file, LibraryConfig(terms=c.library_terms, seed=c.seed),
                               law=law, dim=c.dim)
         _, library_png = write_library_run(out / "library", library, law=law)
@@ -188,7 +199,7 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
     rc = RunConfig().replace(**{
         "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
         "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed,
-        "train.device": c.device, **schedule})
+        "train.device": c.device, **schedule, **HAMILTONIAN_DEFAULTS.get(c.model, {})})
     if not (run_dir / "model.pt").exists():
         train(rc, run_dir, progress=progress, log=log)  # the same config again continues the run
     dc = DistillConfig(seed=c.seed, **{k: v for k, v in (("sr_budget", c.sr_budget), ("node_budget", c.node_budget))
@@ -314,7 +325,8 @@ def register(sub) -> None:
     p.add_argument("--dim", type=int)
     p.add_argument("--n-bodies", type=int)
     p.add_argument("--n-sims", type=int)
-    p.add_argument("--model", help="standard, bottleneck, l1 or kl (default bottleneck)")
+    p.add_argument("--model", help="standard, bottleneck, l1, kl (default bottleneck), or hamiltonian (learns the "
+                                   "energy: the pair potential and the kinetic energy are distilled)")
     p.add_argument("--edge-inputs", help="relative (default) or paper")
     p.add_argument("--time-budget", type=float,
                    help="cap on the seconds of training (default 300 in 2D, 600 in 3D): fewer steps if reached")

@@ -80,34 +80,43 @@ class SymbolicModel(nn.Module):
 
         Keeps the best constants seen, so the refit never makes the model worse on its data.
         """
-        for f in self.modules():
-            if isinstance(f, TorchExpr):
-                f.normalise_constants()
-        params = [p for p in self.parameters() if p.numel()]
-        before = self.mae(data)
-        if not params:
-            return before, before
-        rng = np.random.default_rng(seed)
-        idx = rng.permutation(len(data["pos"]))[:max_graphs]
-        t = {k: torch.as_tensor(v[idx], dtype=torch.float64) for k, v in data.items()}
-        opt = torch.optim.Adam(params, lr=lr)
-        best, best_state = before, [p.detach().clone() for p in params]
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = (self(t["pos"], t["vel"], t["mass"], t["charge"]) - t["acc"]).abs().mean()
-            if not torch.isfinite(loss):
-                break
-            loss.backward()
-            opt.step()
-            sched.step()
-        after = self.mae(data)
-        if not after < best:
-            with torch.no_grad():
-                for p, b in zip(params, best_state):
-                    p.copy_(b)
-            after = best
-        return before, after
+        return refit_constants(self, data, lambda t: (self(t["pos"], t["vel"], t["mass"], t["charge"]) - t["acc"]).abs().mean(),
+                               steps=steps, lr=lr, max_graphs=max_graphs, seed=seed)
+
+
+def refit_constants(model: nn.Module, data: dict[str, np.ndarray], loss, *, steps: int = 300, lr: float = 1e-2,
+                    max_graphs: int = 4096, seed: int = 0) -> tuple[float, float]:
+    """Refit every constant of ``model`` (its :class:`TorchExpr` parameters) by Adam on ``loss(t)``
+    (``t``: float64 tensors of up to ``max_graphs`` graphs of ``data``); returns ``model.mae(data)``
+    before and after. Keeps the best constants seen, so the refit never makes the model worse."""
+    for f in model.modules():
+        if isinstance(f, TorchExpr):
+            f.normalise_constants()
+    params = [p for p in model.parameters() if p.numel()]
+    before = model.mae(data)
+    if not params:
+        return before, before
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(data["pos"]))[:max_graphs]
+    t = {k: torch.as_tensor(v[idx], dtype=torch.float64) for k, v in data.items()}
+    opt = torch.optim.Adam(params, lr=lr)
+    best, best_state = before, [p.detach().clone() for p in params]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        value = loss(t)
+        if not torch.isfinite(value):
+            break
+        value.backward()
+        opt.step()
+        sched.step()
+    after = model.mae(data)
+    if not after < best:
+        with torch.no_grad():
+            for p, b in zip(params, best_state):
+                p.copy_(b)
+        after = best
+    return before, after
 
 
 class PairForceModel(SymbolicModel):

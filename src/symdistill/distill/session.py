@@ -189,6 +189,9 @@ def distill_run(run_dir, config: DistillConfig | None = None, *, replace: bool =
 
 def _distill(run, c: DistillConfig, log) -> dict:
     """The steps of :func:`distill_run`, each its own function, timed by :class:`Laps`."""
+    if run.model.problem.distills == "energy":  # a Hamiltonian network: its energies, not messages
+        from symdistill.distill.energy import distill_energy
+        return distill_energy(run, c, log)
     t0 = time.perf_counter()
     model, dim, law = run.model, run.model.dim, _law_of(run)
     stride = max(1, run.config.data.step_stride)

@@ -129,24 +129,36 @@ def final_law(scalar, A, node_exprs, dim: int, fit: dict, score: dict, *, steps:
     model = PairForceModel(g, float(k) * np.asarray(A, dtype=float), node_exprs, dim)
     model.refit(fit, steps=steps, seed=seed)
     base = model.mae(score)
-    snaps: list[dict] = []
-    values = model.g.constant_values()
-    order = sorted(range(len(values)), key=lambda i: _distance(values[i]))
-    for i in order:
-        value = model.g.constant_values()[i]
-        for cand in candidates(value):
-            trial = copy.deepcopy(model)
-            trial.g.fix(i, cand)
-            trial.refit(fit, steps=snap_steps, seed=seed)
-            err = trial.mae(score)
-            kept = bool(np.isfinite(err) and err <= base * (1 + tolerance))
-            snaps.append({"value": round(value, 6), "to": sp.sstr(cand), "held_out_mae": err, "kept": kept})
-            if kept:
-                model = trial
-                break
+    model, snaps = snap_constants(model, lambda m: m.g, fit, score, base, snap_steps=snap_steps,
+                                  tolerance=tolerance, seed=seed)
     model.refit(fit, steps=steps, seed=seed)
     law = round_constants(model.scalar(), 4)
     return FinalLaw(law, model, model.mae(score), base, snaps)
+
+
+def snap_constants(model, expression, fit: dict, score: dict, base: float, *, snap_steps: int = 80,
+                   tolerance: float = SNAP_TOLERANCE, seed: int = 0, label: str | None = None):
+    """Step 3 of the module docstring on the :class:`~symdistill.expr.TorchExpr` ``expression(model)``:
+    each constant, the closest to a simple value first, tried at its :func:`candidates` with the
+    others refitted (``model.refit(fit, ...)``); the first whose ``model.mae(score)`` is within
+    ``tolerance`` of ``base`` is kept. Returns (the model, every trial as a dict)."""
+    snaps: list[dict] = []
+    values = expression(model).constant_values()
+    order = sorted(range(len(values)), key=lambda i: _distance(values[i]))
+    for i in order:
+        value = expression(model).constant_values()[i]
+        for cand in candidates(value):
+            trial = copy.deepcopy(model)
+            expression(trial).fix(i, cand)
+            trial.refit(fit, steps=snap_steps, seed=seed)
+            err = trial.mae(score)
+            kept = bool(np.isfinite(err) and err <= base * (1 + tolerance))
+            snaps.append({"value": round(value, 6), "to": sp.sstr(cand), "held_out_mae": err, "kept": kept}
+                         | ({} if label is None else {"in": label}))
+            if kept:
+                model = trial
+                break
+    return model, snaps
 
 
 def _distance(value: float) -> float:

@@ -41,6 +41,8 @@ NODE_MESSAGES = ("sum", "over_mass", "both")
 AGGREGATIONS = ("sum", "mean")
 NODE_MODELS = ("additive", "mlp")
 TARGET_SCALES = ("median", "rms")
+#: Every model: the message variants, and the Hamiltonian network (:mod:`symdistill.models.hamiltonian`).
+MODELS = (*VARIANTS, "hamiltonian")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class ModelConfig:
     (docs/benchmarks.md); the paper's (PAPER.md §3) are hidden=300, layers=3, relu,
     message_dim=100, l1_weight=1e-2, node_messages="sum", node_model="mlp" (the ``paper`` preset)."""
 
-    variant: str = "l1"            # standard, bottleneck, l1 or kl
+    variant: str = "l1"            # standard, bottleneck, l1, kl, or hamiltonian (FlatHGN)
     edge_inputs: str = "relative"  # relative or paper
     hidden: int = 128
     layers: int = 3
@@ -65,9 +67,13 @@ class ModelConfig:
     target_scale: str = "median"   # targets are divided by their median nonzero |component| ("median")
     #   or by their RMS clipped at the 99th percentile ("rms": the paper preset, and older runs)
     aggregation: str = "sum"       # of the incoming messages: "sum" (the paper's) or "mean"
+    # hamiltonian only (symdistill.models.hamiltonian): the weight of the velocity half of Hamilton's
+    # equations (dH/dp = v) and of the L2 penalty on the energies
+    velocity_weight: float = 1.0
+    energy_weight: float = 1e-3
 
     def __post_init__(self):
-        for label, value, choices in (("model", self.variant, VARIANTS), ("edge inputs", self.edge_inputs, EDGE_INPUTS),
+        for label, value, choices in (("model", self.variant, MODELS), ("edge inputs", self.edge_inputs, EDGE_INPUTS),
                                       ("activation", self.activation, ACTIVATIONS),
                                       ("node messages", self.node_messages, NODE_MESSAGES),
                                       ("node model", self.node_model, NODE_MODELS),
@@ -77,7 +83,7 @@ class ModelConfig:
                 raise unknown_name(label, value, choices)
         for name in ("hidden", "layers", "message_dim"):
             check_positive(f"model.{name}", getattr(self, name))
-        for name in ("l1_weight", "kl_weight"):
+        for name in ("l1_weight", "kl_weight", "velocity_weight", "energy_weight"):
             check_positive(f"model.{name}", getattr(self, name), allow_zero=True)
 
     def to_dict(self) -> dict:

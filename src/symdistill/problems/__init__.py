@@ -8,10 +8,11 @@ See :mod:`symdistill.problems.base` for the contract and docs/architecture.md fo
 
 from symdistill.errors import unknown_name
 from symdistill.problems.base import LOSSES, Problem, Target, prediction_loss
+from symdistill.problems.energy import NBodyEnergy
 from symdistill.problems.nbody import EDGE_INPUTS, NBodyForces, edge_geometry
 
 #: Problems by name (a run's config names one).
-PROBLEMS: dict[str, type[Problem]] = {NBodyForces.name: NBodyForces}
+PROBLEMS: dict[str, type[Problem]] = {NBodyForces.name: NBodyForces, NBodyEnergy.name: NBodyEnergy}
 
 
 def get_problem(name: str, **options) -> Problem:
@@ -21,5 +22,5 @@ def get_problem(name: str, **options) -> Problem:
     return PROBLEMS[name](**options)
 
 
-__all__ = ["EDGE_INPUTS", "LOSSES", "PROBLEMS", "NBodyForces", "Problem", "Target", "get_problem",
+__all__ = ["EDGE_INPUTS", "LOSSES", "PROBLEMS", "NBodyEnergy", "NBodyForces", "Problem", "Target", "get_problem",
            "edge_geometry", "prediction_loss"]

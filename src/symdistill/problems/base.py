@@ -67,6 +67,9 @@ class Problem:
     record_names: list[str]
     #: A node input the summed messages may be divided by (``node_messages="over_mass"``), or None.
     message_divisor: str | None = None
+    #: What distillation searches: "messages" (the edge model's outputs: pair forces) or "energy"
+    #: (a Hamiltonian network's pair and self energies).
+    distills = "messages"
 
     @property
     def message_width(self) -> int:

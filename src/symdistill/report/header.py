@@ -134,8 +134,9 @@ def _evidence(rep: Report, distill: dict) -> None:
         tables.append(("the law as searched, before the refit and snapping", ["verdict"], [[searched]]))
     if not tables:
         return
-    n = sum(len(rows) for _, _, rows in tables[:2])
-    passed = sum(1 for _, _, rows in tables[:2] for r in rows if r[1] is True)
+    checks = [rows for _, head, rows in tables if head is header]  # not the searched law's one-line verdict
+    n = sum(len(rows) for rows in checks)
+    passed = sum(1 for rows in checks for r in rows if r[1] is True)
     rep.details(f"Evidence: {passed} of {n} checks passed (click to show)", tables)
 
 

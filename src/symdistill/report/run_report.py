@@ -13,6 +13,7 @@ from symdistill.errors import SymdistillError
 from symdistill.expr import INTERNAL_LIMITS, parse_formula
 from symdistill.io import read_json
 from symdistill.report import figures
+from symdistill.report.energy_report import energy_sections
 from symdistill.report.header import RunFacts, run_facts, title, write_header
 from symdistill.report.law_figure import VARIABLES, law_figure
 from symdistill.report.page import Report
@@ -51,11 +52,15 @@ def write_report(run_dir, out=None) -> tuple[Path, Path]:
     facts = run_facts(run, d, hist)
     rep = Report(title(facts, d))
     write_header(rep, facts, d)
-    if d is not None:
+    energy = d is not None and d.get("model") == "hamiltonian"
+    if d is not None and not energy:
         _law_section(rep, run, d, facts, figs)
     if hist:
         _training_section(rep, hist, read_csv_columns(run / STEP_HISTORY), figs)
-    if d is not None:
+    if energy:
+        energy_sections(rep, run, d, facts.law, figs)
+        _comparison_section(rep, d, figs)
+    elif d is not None:
         _messages_section(rep, run, d, figs)
         _pareto_section(rep, d, figs)
         _comparison_section(rep, d, figs)

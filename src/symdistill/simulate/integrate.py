@@ -61,7 +61,12 @@ def forces(law: Law, pos: torch.Tensor, vel: torch.Tensor, bodies: Bodies) -> to
     return f
 
 
-def accelerations(law: Law, pos, vel, bodies: Bodies) -> torch.Tensor:
+def accelerations(law, pos, vel, bodies: Bodies) -> torch.Tensor:
+    """Accelerations [B, N, D] under a :class:`Law`, or under any dynamics object (duck typed: a
+    method ``accelerations(pos, vel, mass, charge) -> [B, N, D]`` that includes its own damping, e.g.
+    :class:`symdistill.distill.rollout.NetworkDynamics`), so the integrators drive either."""
+    if not isinstance(law, Law):
+        return law.accelerations(pos, vel, bodies.mass, bodies.charge)
     return forces(law, pos, vel, bodies) / bodies.mass[..., None]
 
 

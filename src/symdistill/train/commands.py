@@ -24,7 +24,15 @@ def config_from_args(args):
         overrides[key.strip()] = parse_value(value.strip())
     if args.epochs is not None and args.time_budget is None:
         overrides["train.time_budget"] = None
-    return preset(args.preset).replace(**overrides)
+    return with_model_defaults(preset(args.preset).replace(**overrides), overrides)
+
+
+def with_model_defaults(config, overrides: dict):
+    """The hamiltonian model's own default activation, Softplus (smooth second derivatives), unless
+    one was asked for."""
+    if config.model.variant == "hamiltonian" and not {"model.activation", "activation"} & set(overrides):
+        return config.replace(**{"model.activation": "softplus"})
+    return config
 
 
 def _train(args) -> int:
@@ -69,7 +77,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="training dataset (.h5 from `symdistill simulate`)")
     p.add_argument("--test-data", help="test dataset simulated with another seed (for `evaluate`)")
     p.add_argument("--out", required=True, help="run folder to create (or to resume)")
-    p.add_argument("--model", help="message variant: standard, bottleneck, l1 or kl")
+    p.add_argument("--model", help="standard, bottleneck, l1, kl (message variants) or hamiltonian (FlatHGN: "
+                                   "learns the energy)")
     p.add_argument("--edge-inputs", help="relative (default) or paper")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int)

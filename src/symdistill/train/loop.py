@@ -90,9 +90,17 @@ def check_data(config: RunConfig) -> None:
                 raise SymdistillError(f"{path} has no accelerations ('acc'); training needs them: estimate them from "
                                       f"its positions with `symdistill derive --data {path} --out OUT.h5`")
             dims.append(ds.dim)
+            law = ds.law()
+            if config.model.variant == "hamiltonian" and law is not None and law.damping > 0:
+                raise SymdistillError(not_hamiltonian(law.name, path))
     if len(set(dims)) > 1:
         raise SymdistillError(f"--test-data {paths[1]} is {dims[1]}D but --data {paths[0]} is {dims[0]}D: give test "
                               "data of the same system and dimension")
+
+
+def not_hamiltonian(name: str, where) -> str:
+    return (f"{where}: the {name} law is damped, so it has no Hamiltonian (the force -c v has no potential): "
+            "learn it with a message model (--model l1)")
 
 
 def saved_config(saved: dict, path) -> RunConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from symdistill.errors import SymdistillError
-from symdistill.models.network import GraphNetwork
+from symdistill.models import GraphNetwork, HamiltonianNetwork, build_model
 from symdistill.train import checkpoint as ckpt
 from symdistill.train.config import RunConfig
 from symdistill.train.data import load_graphs, split_sims
@@ -23,7 +23,7 @@ class Run:
     its last epoch checkpoint (still training, or killed)."""
 
     path: Path
-    model: GraphNetwork
+    model: GraphNetwork | HamiltonianNetwork
     config: RunConfig
     data_path: str
     test_path: str | None
@@ -46,7 +46,7 @@ def load_run(run_dir) -> Run:
     try:
         config = RunConfig.from_saved(state["config"])
         dim = int(state.get("dim") or _dim_from(state["model"]))
-        model = GraphNetwork(config.model, dim)
+        model = build_model(config.model, dim)
         model.load_state_dict(state["model"])
     except SymdistillError as e:
         raise SymdistillError(f"{source} holds an invalid config ({e})") from None

@@ -22,6 +22,7 @@ from symdistill.limits import check_memory
 from symdistill.models.network import GraphNetwork
 from symdistill.train.config import RunConfig, TrainConfig
 from symdistill.train.data import GraphData
+from symdistill.train.energy_metrics import energy_r2, record_energies
 from symdistill.train.metrics import active_components, force_r2, record_messages, test_mae, top_components
 
 HISTORY_FIELDS = ("epoch", "step", "seconds", "lr", "train_loss", "train_penalty", "val_loss", "val_penalty",
@@ -100,10 +101,14 @@ def evaluate_epoch(model: GraphNetwork, val: GraphData, t: TrainConfig) -> dict:
     batch = val.batch().to(model.device)
     out = model(batch)
     loss = float(prediction_loss(model, out.pred, batch, t))
-    rec = record_messages(model, batch, law=val.law)
-    r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
+    if getattr(model, "kind", None) == "hamiltonian":  # R^2 of the gauge-fixed pair energy (one "component")
+        active, r2 = 1, [energy_r2(record_energies(model, batch, law=val.law, max_graphs=500))[0]]
+    else:
+        rec = record_messages(model, batch, law=val.law)
+        r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
+        active = active_components(rec)
     return {"val_loss": loss, "val_penalty": float(out.penalty), "val_mae": test_mae(model, batch),
-            "active_components": active_components(rec), "force_r2": [round(x, 6) for x in r2]}
+            "active_components": active, "force_r2": [round(x, 6) for x in r2]}
 
 
 def history_csv(history: list[dict]) -> str:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from symdistill.errors import SymdistillError
 from symdistill.io import write_json, write_text
-from symdistill.models.network import GraphNetwork
+from symdistill.models import build_model
 from symdistill.train import checkpoint as ckpt
 from symdistill.train import steps as st
 from symdistill.train.config import RunConfig
@@ -48,9 +48,12 @@ class Trainer:
                 raise SymdistillError(f"--threads {t.threads} is far more than the {cores} cores here: give at most {cores}")
             torch.set_num_threads(t.threads)
         st.check_model_size(self.config, self.train_data.dim)
+        if self.config.model.variant == "hamiltonian" and t.precision == "bf16":
+            raise SymdistillError("The hamiltonian model differentiates its energy twice, which bfloat16 is too coarse "
+                                  "for: use --set train.precision=fp32")
         self.device = st.resolve_device(t.device)
         torch.manual_seed(t.seed)
-        self.model = GraphNetwork(self.config.model, self.train_data.dim)
+        self.model = build_model(self.config.model, self.train_data.dim)
         self.gen = torch.Generator().manual_seed(t.seed + 1)
         n_scale = min(len(self.train_data), st.SCALE_GRAPHS)
         scale_idx = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(t.seed + 2))[:n_scale]
