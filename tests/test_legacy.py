@@ -24,8 +24,11 @@ def test_a_run_folder_of_the_previous_version_loads_and_predicts_the_same():
     assert float(run.model.out_scale) == float(state["model"]["acc_scale"])
     e = np.load(FIXTURE / "expected.npz")
     b = GraphBatch.from_arrays(e["pos"], e["vel"], e["mass"], e["charge"])
-    np.testing.assert_array_equal(run.model.predict(b).numpy(), e["acc"])
-    np.testing.assert_array_equal(run.model(b).messages.detach().numpy(), e["messages"])
+    # The same weights and arithmetic; float32 kernels round differently on another CPU (the fixture was
+    # written on an Intel host with AMX; on an AMD EPYC host the last bits differ, up to 2e-6), so the
+    # comparison allows float32 rounding, and no more.
+    np.testing.assert_allclose(run.model.predict(b).numpy(), e["acc"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run.model(b).messages.detach().numpy(), e["messages"], rtol=1e-5, atol=1e-5)
 
 
 def test_an_old_folder_without_the_new_options_is_continued_by_the_same_command(tmp_path):

@@ -157,7 +157,7 @@ def test_target_scale_is_the_median_or_the_clipped_rms():
 
 
 def test_unknown_names_give_one_line_errors():
-    with pytest.raises(SymdistillError, match=r"Unknown model 'l2'\. Choose one of: bottleneck, kl, l1, standard\. Did you mean"):
+    with pytest.raises(SymdistillError, match=r"Unknown model 'l2'\. Choose one of: bottleneck, hamiltonian, kl, l1, standard\. Did you mean"):
         ModelConfig(variant="l2")
     with pytest.raises(SymdistillError, match="Unknown node model 'additve'.*Did you mean 'additive'"):
         ModelConfig(node_model="additve")

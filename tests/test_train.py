@@ -183,7 +183,7 @@ def test_file_without_accelerations_gives_a_one_line_error(spring_file, tmp_path
 def test_unknown_model_name_gives_a_one_line_error(spring_file, tmp_path, capsys):
     assert main(["train", "--data", str(spring_file), "--model", "l2", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err == "error: Unknown model 'l2'. Choose one of: bottleneck, kl, l1, standard. Did you mean 'l1'?\n"
+    assert err == "error: Unknown model 'l2'. Choose one of: bottleneck, hamiltonian, kl, l1, standard. Did you mean 'l1'?\n"
     assert main(["train", "--data", str(spring_file), "--set", "train.lr=-1", "--out", str(tmp_path / "r")]) == 2
     assert "`train.lr` must be > 0 (got -1)" in capsys.readouterr().err
     assert main(["train", "--data", str(spring_file), "--set", "model.hiden=3", "--out", str(tmp_path / "r")]) == 2

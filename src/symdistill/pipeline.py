@@ -193,13 +193,7 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
             return result
         log("the library does not explain the data: the network path runs")
     run_dir = out / "train"
-    # A fixed number of steps, ten checkpoints; the time budget only caps it (train.max_steps).
-    schedule = {"train.time_budget": c.train_seconds, "train.max_steps": c.steps,
-                "train.steps_per_epoch": max(1, c.steps // 10)}
-    rc = RunConfig().replace(**{
-        "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
-        "model.variant": c.model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed,
-        "train.device": c.device, **schedule, **HAMILTONIAN_DEFAULTS.get(c.model, {})})
+    rc = network_config(c, train_file, test_file)
     if not (run_dir / "model.pt").exists():
         train(rc, run_dir, progress=progress, log=log)  # the same config again continues the run
     dc = DistillConfig(seed=c.seed, **{k: v for k, v in (("sr_budget", c.sr_budget), ("node_budget", c.node_budget))
@@ -211,7 +205,8 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
     result = distill_run(run_dir, dc, log=log)
     md, html = write_report(run_dir)
     search = result.get("search") or {}
-    result = {"method": c.method, "found_by": "network", "library": None if library is None else library.to_dict(),
+    result = {"method": c.method, "model": c.model, "found_by": "network",
+              "library": None if library is None else library.to_dict(),
               "formula": result["formula"], "truth": result.get("truth"), "recovered": result.get("recovered"),
               "fits": result.get("fits"), "seconds": time.perf_counter() - t0, "force_r2": result.get("force_r2"),
               "summary": (result.get("verification") or {}).get("summary"),
@@ -223,6 +218,19 @@ def _run_pipeline(out: Path, c: PipelineConfig, law, progress: bool, log, max_si
                           if x["kept"]]}
     write_json(out / "result.json", result)
     return result
+
+
+def network_config(c: PipelineConfig, train_file, test_file, model: str | None = None) -> RunConfig:
+    """The training config of the network path (``model``: another model on the same schedule, as the
+    benchmarks train beside it): a fixed number of steps and ten checkpoints; the time budget only
+    caps it (``train.max_steps``)."""
+    model = model or c.model
+    schedule = {"train.time_budget": c.train_seconds, "train.max_steps": c.steps,
+                "train.steps_per_epoch": max(1, c.steps // 10)}
+    return RunConfig().replace(**{
+        "data.path": str(train_file), "data.test_path": str(test_file), "data.step_stride": c.step_stride,
+        "model.variant": model, "model.edge_inputs": c.edge_inputs, "train.seed": c.seed,
+        "train.device": c.device, **schedule, **HAMILTONIAN_DEFAULTS.get(model, {})})
 
 
 def _library_result(library, law, c: PipelineConfig, out: Path, png: Path, seconds: float) -> dict:
@@ -301,7 +309,7 @@ def _run(args) -> int:
         print(f"              {result['summary']}")
     if result.get("search_formula"):
         by_library = result.get("found_by") == "library" or c.method == "library"
-        label = "fitted:     g = " if by_library else "searched:   F = "
+        label = "fitted:     g = " if by_library else "searched:   " if c.model == "hamiltonian" else "searched:   F = "
         print(f"  {label}{result['search_formula']}"
               + (f"   (snapped: {', '.join(result['snapped'])})" if result.get("snapped") else ""))
     for k, v in (result.get("comparison") or {}).items():
