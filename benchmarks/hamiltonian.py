@@ -140,10 +140,10 @@ def main() -> None:
     cases = [every[n] for n in a.cases] if a.cases else list(SETS[a.set])
     out = Path(a.out)
     path = out / "hamiltonian.json"
-    done = {r["case"]: r for r in (read_json(path, "results") if path.exists() else [])}
+    done = {r["case"]: r for r in (read_json(path, "results")["rows"] if path.exists() else [])}
     for case in cases:
         done[case.name] = run_case(case, out, a.table3, print)
-        write_json(path, list(done.values()))
+        write_json(path, {"rows": list(done.values())})
         write_text(out / "hamiltonian.md", markdown(list(done.values())))
     rows = [done[c.name] for c in cases]
     count = lambda key: f"{sum(bool(r[key]) for r in rows)}/{len(rows)}"  # noqa: E731

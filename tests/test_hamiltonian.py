@@ -150,12 +150,17 @@ def test_damped_data_and_bf16_are_refused_with_one_line_errors(spring_files, tmp
     assert len(err) == 1 and "no Hamiltonian" in err[0]
 
 
-def test_train_cli_takes_model_hamiltonian(spring_files, tmp_path):
+def test_train_cli_takes_model_hamiltonian(spring_files, tmp_path, capsys):
     assert main(["train", "--data", str(spring_files / "train.h5"), "--model", "hamiltonian", "--hidden", "16",
                  "--layers", "2", "--epochs", "1", "--batch-size", "64", "--threads", "1", "--out",
                  str(tmp_path / "cli"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert saved["config"]["model"]["variant"] == "hamiltonian" and saved["config"]["model"]["activation"] == "softplus"
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(tmp_path / "cli"), "--data", str(spring_files / "test.h5"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "hamiltonian" and out["force_r2"] is None and set(out["energy_r2"]) == {"pair", "kinetic"}
+    assert out["test_mae"] > 0
 
 
 def test_run_model_hamiltonian_end_to_end(tmp_path):

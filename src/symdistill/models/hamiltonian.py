@@ -35,7 +35,7 @@ from symdistill.errors import SymdistillError
 from symdistill.graphs.batch import GraphBatch
 from symdistill.models.messages import Variant
 from symdistill.models.mlp import MLP
-from symdistill.models.network import Output, _robust_rms
+from symdistill.models.network import Output, _robust_rms, fit_grouped_scales
 from symdistill.problems.energy import NBodyEnergy, pair_inputs
 
 #: Activations with a nonzero second derivative (the model is trained through its gradient).
@@ -98,14 +98,8 @@ class HamiltonianNetwork(nn.Module):
     def fit_scales(self, batch: GraphBatch) -> "HamiltonianNetwork":
         """Input scales (m1/m2 and q1/q2 shared), the acceleration scale (median nonzero |a|), and the
         energy scales implied by them: U ~ (m a) r, T ~ p v."""
-        for names, feats, buf in ((self.edge_input_names, self.problem.edge_features(batch), self.edge_scale),
-                                  (self.node_input_names, self.problem.node_features(batch), self.node_scale)):
-            rms = _robust_rms(feats)
-            groups = [self.problem.feature_group(n) for n in names]
-            for g in set(groups):
-                cols = [i for i, h in enumerate(groups) if h == g]
-                s = float(torch.sqrt((rms[cols] ** 2).mean()))
-                buf[cols] = s if s > 0 else 1.0
+        fit_grouped_scales(self.problem, self.edge_input_names, self.problem.edge_features(batch), self.edge_scale)
+        fit_grouped_scales(self.problem, self.node_input_names, self.problem.node_features(batch), self.node_scale)
         acc = self.problem.target_values(batch)
         if acc is None:
             raise SymdistillError("fit_scales needs a batch with its accelerations ('acc')")

@@ -119,6 +119,18 @@ def _robust_rms(x: torch.Tensor, dim=0) -> torch.Tensor:
     return torch.sqrt((torch.minimum(a, q) ** 2).mean(dim))
 
 
+@torch.no_grad()
+def fit_grouped_scales(problem: Problem, names, feats: torch.Tensor, buf: torch.Tensor) -> None:
+    """Fill ``buf`` [F] with the robust RMS of each column of ``feats`` [rows, F]; the columns of one
+    ``problem.feature_group`` share one scale (the RMS of theirs), and a zero scale becomes 1."""
+    rms = _robust_rms(feats)
+    groups = [problem.feature_group(n) for n in names]
+    for g in set(groups):
+        cols = [i for i, h in enumerate(groups) if h == g]
+        s = float(torch.sqrt((rms[cols] ** 2).mean()))
+        buf[cols] = s if s > 0 else 1.0
+
+
 class GraphNetwork(nn.Module):
     """Edge model + aggregation + node model. Build with a :class:`ModelConfig` and the spatial dim
     (the N-body problem, configured by ``config.edge_inputs`` and ``config.inverse_mass``), or with
@@ -185,14 +197,8 @@ class GraphNetwork(nn.Module):
     def fit_scales(self, batch: GraphBatch) -> "GraphNetwork":
         """Measure input and target scales on (a sample of) training data; columns in one group
         (dx/dy/dz, m1/m2, ...) share a scale so that rotations and swaps commute with normalisation."""
-        for names, feats, buf in ((self.edge_input_names, self.edge_features(batch), self.edge_scale),
-                                  (self.node_input_names, self.node_features(batch), self.node_scale)):
-            rms = _robust_rms(feats)
-            groups = [self.problem.feature_group(n) for n in names]
-            for g in set(groups):
-                cols = [i for i, h in enumerate(groups) if h == g]
-                s = float(torch.sqrt((rms[cols] ** 2).mean()))
-                buf[cols] = s if s > 0 else 1.0
+        fit_grouped_scales(self.problem, self.edge_input_names, self.edge_features(batch), self.edge_scale)
+        fit_grouped_scales(self.problem, self.node_input_names, self.node_features(batch), self.node_scale)
         target = self.problem.target_values(batch)
         if target is None:
             raise SymdistillError(f"fit_scales needs a batch with its target ({self.problem.target.name!r})")

@@ -62,6 +62,10 @@ def _evaluate(args) -> int:
         print(f"{result['run']}: {result['model']} ({result['edge_inputs']} edge inputs) on {result['data']}, "
               f"{result['n_graphs']} graphs")
         print(f"  test MAE (accelerations): {result['test_mae']:.5g}")
+        if result.get("energy_r2"):
+            e = result["energy_r2"]
+            print(f"  energy R^2 (gauge-fixed, against the truth): pair {e['pair']:.4f}, kinetic {e['kinetic']:.4f}")
+            return 0
         print("  force R^2 of top components " + (
             ", ".join(f"#{c}: {x:.4f}" for c, x in zip(result["components"], r2)) if r2 is not None
             else "unavailable (unknown law)"))

@@ -93,6 +93,13 @@ def evaluate(run_dir, data_path=None, *, max_graphs: int | None = 20000, max_edg
         raise SymdistillError(f"Expected {run.model.dim}D data for this run (got {data.dim}D in {path})")
     if max_graphs is not None and len(data) > max_graphs:
         data = data.subset(torch.linspace(0, len(data) - 1, max_graphs).long())
+    if getattr(run.model, "kind", None) == "hamiltonian":  # energies, not messages
+        from symdistill.train.energy_metrics import energy_r2, record_energies
+        pair, kinetic = energy_r2(record_energies(run.model, data, max_graphs=max_edges // max(1, data.n_bodies ** 2)))
+        return {"run": str(run.path), "data": source, "n_graphs": len(data), "finished": run.finished,
+                "test_mae": test_mae(run.model, data), "force_r2": None, "force_r2_bulk": None, "components": [],
+                "energy_r2": {"pair": pair, "kinetic": kinetic}, "model": "hamiltonian",
+                "edge_inputs": run.config.model.edge_inputs}
     rec = record_messages(run.model, data, max_edges=max_edges)
     comps = top_components(rec)
     return {
