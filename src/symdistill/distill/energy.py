@@ -52,6 +52,23 @@ def energy_textbook(pair: sp.Expr, kinetic: sp.Expr | None = None) -> str:
     return f"U = {text(pair)}" + ("" if kinetic is None else f";  T = {text(kinetic)}")
 
 
+def without_free_terms(expr: sp.Expr, variable: str) -> sp.Expr:
+    """``expr`` without its additive terms free of ``variable`` (r for U, p for T: they exert nothing
+    and the data cannot see them), logs of products expanded first (m1 m2 log(r/2) -> m1 m2 log r);
+    kept as it was when that only makes it longer ((r - 1)^2 stays, not r^2 - 2 r)."""
+    x = next((s for s in expr.free_symbols if s.name == variable), None)  # the formula's own symbol
+    if x is None:
+        return expr
+    expanded = sp.expand(sp.expand_log(expr, force=True))
+    kept = sp.Add(*[t for t in sp.Add.make_args(expanded) if t.has(x)])
+    if not expr.is_Add and sp.count_ops(kept) >= sp.count_ops(expr):
+        return expr
+    if expr.is_Add:  # drop the free terms of the sum as written, unless expanding made it shorter
+        written = sp.Add(*[t for t in sp.Add.make_args(expr) if t.has(x)])
+        return kept if sp.count_ops(kept) < sp.count_ops(written) else written
+    return kept
+
+
 def distill_energy(run, c, log=print) -> dict:
     """The steps of the module docstring on a loaded run (``run``) with a DistillConfig ``c``."""
     from symdistill.distill.session import Laps, _law_of, compare_step, search_runs
@@ -67,11 +84,14 @@ def distill_energy(run, c, log=print) -> dict:
     held_out = load_graphs(run.data_path, val_sims if len(val_sims) else train_sims, step_stride=stride)
     rec = record_energies(model, held_out, law=law, max_graphs=c.max_graphs, seed=c.seed)
     r2_pair, r2_self = energy_r2(rec)
-    log(f"energy R^2 (gauge-fixed, against the truth): pair {r2_pair:.4f}, kinetic {r2_self:.4f}")
+    bulk_pair, bulk_self = energy_r2(rec, bulk=True)
+    log(f"energy R^2 (gauge-fixed, against the truth): pair {r2_pair:.4f}, kinetic {r2_self:.4f}; without the 1% "
+        f"largest: pair {bulk_pair:.4f}, kinetic {bulk_self:.4f}")
     result: dict = {"run": str(run.path), "config": asdict(c), "model": "hamiltonian", "dim": dim,
                     "data_use": "energies recorded on the validation simulations; selection, refit and snapping on "
                                 "training graphs; the test file only for the final comparison and the rollouts",
-                    "r_ref": rec.r_ref, "energy_r2": {"pair": r2_pair, "kinetic": r2_self}}
+                    "r_ref": rec.r_ref, "energy_r2": {"pair": r2_pair, "kinetic": r2_self},
+                    "energy_r2_bulk": {"pair": bulk_pair, "kinetic": bulk_self}}
     laps("load and record")
     pair_sr, self_sr = search_step(rec, c)
     laps("energy searches")
@@ -93,7 +113,7 @@ def distill_energy(run, c, log=print) -> dict:
         result["search"]["verification"] = v.to_dict()
         log(f"searched energies: {v.summary()}")
     symbolic, snaps, maes = final_step(pair, kinetic, fit, score, c)
-    U, T = (round_constants(e, 4) for e in symbolic.sympy())
+    U, T = (without_free_terms(round_constants(e, 4), v) for e, v in zip(symbolic.sympy(), ("r", "p")))
     result.update(formula=energy_textbook(U, T), pair_energy=sp.sstr(U), kinetic_energy=sp.sstr(T),
                   final={"snaps": snaps, **maes}, edge_formulas=[sp.sstr(U)], node_formulas=[sp.sstr(T)],
                   symbolic_model={"pair": sp.sstr(U), "kinetic": sp.sstr(T)})
@@ -126,14 +146,23 @@ def search_step(rec, c):
     from symdistill.distill.session import NODE_OPERATORS, _sr
 
     r = rec.pair["r"]
-    keep = r >= np.quantile(r, c.trim_closest)
+    keep = (r >= np.quantile(r, c.trim_closest)) & _not_largest(rec.pair_energy, c.trim_largest)
     names = [v for v in PAIR_VARIABLES if np.ptp(rec.pair[v][keep]) > 0]
     pair_sr = _sr(c, c.sr_budget, evaluations=c.sr_evaluations).fit(
         {v: rec.pair[v][keep] for v in names}, rec.pair_energy[keep], variable_names=names)
-    self_names = [v for v in SELF_VARIABLES if np.ptp(rec.self_inputs[v]) > 0]
+    keep = _not_largest(rec.self_energy, c.trim_largest)
+    self_names = [v for v in SELF_VARIABLES if np.ptp(rec.self_inputs[v][keep]) > 0]
     self_sr = _sr(c, c.node_budget, NODE_OPERATORS, c.node_evaluations).fit(
-        {v: rec.self_inputs[v] for v in self_names}, rec.self_energy, variable_names=self_names)
+        {v: rec.self_inputs[v][keep] for v in self_names}, rec.self_energy[keep], variable_names=self_names)
     return pair_sr, self_sr
+
+
+def _not_largest(values: np.ndarray, fraction: float) -> np.ndarray:
+    """All but the ``fraction`` of largest |values| (the same ``trim_largest`` as the force search): the
+    heaviest pairs and fastest bodies are the rarest in the data, where the network extrapolates (measured
+    on r1-3D: its energies have R^2 0.9997 against the truth on 99% of the edges, 0.81 on all of them)."""
+    a = np.abs(values)
+    return a <= np.quantile(a, 1 - fraction) if fraction > 0 and len(a) else np.ones(len(a), dtype=bool)
 
 
 def select_step(pair_sr, kinetic, fit: dict, score: dict, c, *, steps: int = 100) -> tuple[sp.Expr, dict]:

@@ -101,8 +101,8 @@ def evaluate_epoch(model: GraphNetwork, val: GraphData, t: TrainConfig) -> dict:
     batch = val.batch().to(model.device)
     out = model(batch)
     loss = float(prediction_loss(model, out.pred, batch, t))
-    if getattr(model, "kind", None) == "hamiltonian":  # R^2 of the gauge-fixed pair energy (one "component")
-        active, r2 = 1, [energy_r2(record_energies(model, batch, law=val.law, max_graphs=500))[0]]
+    if getattr(model, "kind", None) == "hamiltonian":  # bulk R^2 of the gauge-fixed pair energy (one "component")
+        active, r2 = 1, [energy_r2(record_energies(model, batch, law=val.law, max_graphs=500), bulk=True)[0]]
     else:
         rec = record_messages(model, batch, law=val.law)
         r2 = force_r2(rec) if rec.forces is not None else [float("nan")] * len(top_components(rec))
