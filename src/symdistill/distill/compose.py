@@ -116,8 +116,8 @@ def refit_constants(model: nn.Module, data: dict[str, np.ndarray], loss, *, step
             return value
         try:
             opt.step(closure)
-        except RuntimeError:  # a non-finite step inside the line search: the best constants are restored below
-            pass
+        except (RuntimeError, IndexError, ValueError):  # a non-finite loss inside torch's line search (its
+            pass  # bracketing can then fail with an IndexError): the best constants are restored below
         steps = 0
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))

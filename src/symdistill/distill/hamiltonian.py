@@ -31,10 +31,11 @@ KINETIC = sp.Symbol("p") ** 2 / (2 * sp.Symbol("m"))
 class SymbolicHamiltonian(nn.Module):
     """Shapes: pos, vel [B, N, D], mass, charge [B, N] -> energy [B], accelerations / velocities [B, N, D]."""
 
-    def __init__(self, pair: sp.Expr, kinetic: sp.Expr = KINETIC, *, trainable: bool = True):
+    def __init__(self, pair: sp.Expr, kinetic: sp.Expr = KINETIC, *, trainable: bool = True, judge: str = "both"):
         super().__init__()
         self.pair = TorchExpr(sp.sympify(pair), PAIR_VARIABLES, trainable=trainable)
         self.kinetic = TorchExpr(sp.sympify(kinetic), SELF_VARIABLES, trainable=trainable)
+        self.judge = judge
 
     def sympy(self) -> tuple[sp.Expr, sp.Expr]:
         """(U, T) with the current constants."""
@@ -77,10 +78,12 @@ class SymbolicHamiltonian(nn.Module):
         return self._errors(data, chunk)[0]
 
     def mae(self, data: dict[str, np.ndarray], chunk: int = 4096) -> float:
-        """What refits and snaps minimise: the acceleration MAE relative to the median |a|, plus the
-        velocity MAE relative to the median |v| (T's constants act on the velocities only)."""
+        """What refits and snaps judge by (``judge``): the acceleration MAE relative to the median |a|
+        (``"acc"``: U's constants act on the accelerations only), the velocity MAE relative to the median
+        |v| (``"vel"``: T's act on the velocities only), or their sum (``"both"``)."""
         a, v = self._errors(data, chunk)
-        return a / _scale(data["acc"]) + v / _scale(data["vel"])
+        a, v = a / _scale(data["acc"]), v / _scale(data["vel"])
+        return {"acc": a, "vel": v}.get(self.judge, a + v)
 
     def _errors(self, data, chunk):
         pairs_a, pairs_v = [], []
