@@ -143,6 +143,10 @@ def test_damped_data_and_bf16_are_refused_with_one_line_errors(spring_files, tmp
     with pytest.raises(SymdistillError, match="bfloat16.*fp32"):
         train(_config(spring_files / "train.h5", **{"train.precision": "bf16"}), tmp_path / "b", progress=False,
               log=lambda s: None)
+    with pytest.raises(SymdistillError, match="smooth activation"):
+        train(_config(spring_files / "train.h5", **{"model.activation": "relu"}), tmp_path / "a", progress=False,
+              log=lambda s: None)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()  # refused before any folder
     with pytest.raises(SymdistillError, match="no Hamiltonian"):
         PipelineConfig(system="damped", model="hamiltonian")
     assert main(["run", "--system", "damped", "--model", "hamiltonian", "--out", str(tmp_path / "r")]) == 2

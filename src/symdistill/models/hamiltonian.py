@@ -42,6 +42,14 @@ from symdistill.problems.energy import NBodyEnergy, pair_inputs
 SMOOTH_ACTIVATIONS = ("softplus", "silu", "gelu", "tanh")
 
 
+def check_hamiltonian_config(config) -> None:
+    """A one-line error for a model config the Hamiltonian network cannot train with."""
+    if config.activation not in SMOOTH_ACTIVATIONS:
+        raise SymdistillError(f"The hamiltonian model is trained through the gradient of its energy, so it needs a "
+                              f"smooth activation (one of {', '.join(SMOOTH_ACTIVATIONS)}), not "
+                              f"{config.activation!r}: --set model.activation=softplus")
+
+
 class EnergyVariant(Variant):
     """The variant slot of a Hamiltonian network: one pair energy per edge, no message penalty."""
 
@@ -67,10 +75,7 @@ class HamiltonianNetwork(nn.Module):
 
     def __init__(self, config, dim: int):
         super().__init__()
-        if config.activation not in SMOOTH_ACTIVATIONS:
-            raise SymdistillError(f"The hamiltonian model is trained through the gradient of its energy, so it needs a "
-                                  f"smooth activation (one of {', '.join(SMOOTH_ACTIVATIONS)}), not "
-                                  f"{config.activation!r}: --set model.activation=softplus")
+        check_hamiltonian_config(config)
         self.config, self.problem, self.dim = config, NBodyEnergy(dim), dim
         self.variant = EnergyVariant()
         self.message_dim = 1

@@ -81,7 +81,14 @@ def train(config: RunConfig | None, out, *, resume: bool = False, progress: bool
 
 
 def check_data(config: RunConfig) -> None:
-    """Before a run folder is created: the training and test files open, hold accelerations and match."""
+    """Before a run folder is created: the training and test files open, hold accelerations and match;
+    a Hamiltonian model gets a conservative law, a smooth activation and float32."""
+    if config.model.variant == "hamiltonian":
+        from symdistill.models.hamiltonian import check_hamiltonian_config
+        check_hamiltonian_config(config.model)
+        if config.train.precision == "bf16":
+            raise SymdistillError("The hamiltonian model differentiates its energy twice, which bfloat16 is too coarse "
+                                  "for: use --set train.precision=fp32")
     paths = [config.data.path] + ([config.data.test_path] if config.data.test_path else [])
     dims = []
     for path in paths:

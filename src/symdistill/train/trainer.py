@@ -48,9 +48,6 @@ class Trainer:
                 raise SymdistillError(f"--threads {t.threads} is far more than the {cores} cores here: give at most {cores}")
             torch.set_num_threads(t.threads)
         st.check_model_size(self.config, self.train_data.dim)
-        if self.config.model.variant == "hamiltonian" and t.precision == "bf16":
-            raise SymdistillError("The hamiltonian model differentiates its energy twice, which bfloat16 is too coarse "
-                                  "for: use --set train.precision=fp32")
         self.device = st.resolve_device(t.device)
         torch.manual_seed(t.seed)
         self.model = build_model(self.config.model, self.train_data.dim)
