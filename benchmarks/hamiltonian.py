@@ -50,13 +50,22 @@ def run_case(case: Case, out: Path, table3: bool, log) -> dict:
            "kinetic_exact": verify_energy(law.energy, law, kinetic=d["kinetic_energy"]).exact,
            "summary": v.get("summary"), "searched": (d.get("search") or {}).get("formula"),
            "searched_exact": ((d.get("search") or {}).get("verification") or {}).get("exact"),
-           "seconds": result["seconds"], "energy_r2": d.get("energy_r2"), "comparison": d.get("comparison"),
+           "seconds": result["seconds"], "train_seconds": _train_seconds(folder / "hamiltonian" / "train"),
+           "distill_seconds": d.get("seconds"), "energy_r2": d.get("energy_r2"),
+           "energy_r2_bulk": d.get("energy_r2_bulk"), "comparison": d.get("comparison"),
            "rollout": _rollout_summary(d.get("rollout"))}
     log(f"{case.name:18s} exact {str(row['exact']):5s} {row['formula']}  ({row['seconds']:.0f} s)")
     if table3:
         row["table3"], row["rollout_l1"] = table3_row(case, c, folder, d, log)
     row["wall_seconds"] = time.perf_counter() - t0
     return row
+
+
+def _train_seconds(run_dir: Path) -> float | None:
+    """Seconds the training took (its history's last row), whenever it ran."""
+    from symdistill.train.run import read_history
+    rows = read_history(run_dir)
+    return float(rows[-1]["seconds"]) if rows else None
 
 
 def _rollout_summary(roll: dict | None) -> dict | None:
@@ -95,14 +104,14 @@ def table3_row(case: Case, c: PipelineConfig, folder: Path, distilled: dict, log
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | exact (both) | pair | kinetic | printed energies | searched exact | energy R² (pair) | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | exact (both) | pair | kinetic | printed energies | searched exact | energy R² pair: all / bulk "
+             "| train s | distill s |", "|---|---|---|---|---|---|---|---|---|"]
     yes = lambda x: "yes" if x else "no"  # noqa: E731
     for r in rows:
-        r2 = (r.get("energy_r2") or {}).get("pair")
+        r2 = [(r.get(k) or {}).get("pair") for k in ("energy_r2", "energy_r2_bulk")]
         lines.append(f"| {r['case']} | {yes(r['exact'])} | {yes(r['pair_exact'])} | {yes(r['kinetic_exact'])} | "
-                     f"`{r['formula']}` | {yes(r['searched_exact'])} | "
-                     f"{'-' if r2 is None else f'{r2:.4f}'} | {r['seconds']:.0f} |")
+                     f"`{r['formula']}` | {yes(r['searched_exact'])} | {' / '.join(_g(x, 4) for x in r2)} | "
+                     f"{_g(r.get('train_seconds'), 3)} | {_g(r.get('distill_seconds'), 3)} |")
     t3 = [r for r in rows if r.get("table3")]
     if t3:
         lines += ["", "| case | " + " | ".join((*MESSAGE_MODELS, "hamiltonian")) + " | paper (S/B/L1/KL/HGN) |",
@@ -125,8 +134,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _g(x) -> str:
-    return "-" if x is None else f"{x:.3g}"
+def _g(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
 
 
 def main() -> None:
