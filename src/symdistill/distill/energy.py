@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from symdistill.distill.hamiltonian import SymbolicHamiltonian
+from symdistill.distill.hamiltonian import KINETIC, SymbolicHamiltonian
 from symdistill.distill.pareto import round_constants
 from symdistill.distill.snap import normalise, snap_constants
 from symdistill.errors import SymdistillError
@@ -76,8 +76,8 @@ def distill_energy(run, c, log=print) -> dict:
     t0 = time.perf_counter()
     model, dim, law = run.model, run.model.dim, _law_of(run)
     if law is not None and law.damping > 0:
-        raise SymdistillError(f"{law.name} is damped, so it has no Hamiltonian (the force -c v has no potential): "
-                              "distil it with a message model (--model l1)")
+        from symdistill.train.loop import not_hamiltonian
+        raise SymdistillError(not_hamiltonian(law.name, run.path))
     laps = Laps()
     stride = max(1, run.config.data.step_stride)
     train_sims, val_sims = split_sims(run.config.data)
@@ -122,7 +122,7 @@ def distill_energy(run, c, log=print) -> dict:
     laps("refit and snap")
     if law is not None and law.has_truth:
         v = model.problem.judge(U, law, kinetic=T)
-        result.update(truth=energy_textbook(law.energy, sp.Symbol("p") ** 2 / (2 * sp.Symbol("m"))),
+        result.update(truth=energy_textbook(law.energy, KINETIC),
                       recovered=bool(v.exact), fits=bool(v.fits), verification=v.to_dict())
         log(f"final energies: {v.summary()}")
     else:
