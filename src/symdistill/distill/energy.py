@@ -180,7 +180,7 @@ def select_kinetic(self_sr, fit: dict, score: dict, c, *, steps: int = 100) -> t
 
 
 def _choose(sr, build, fit, score, c, steps: int, label: str) -> tuple[sp.Expr, dict]:
-    from symdistill.distill.session import SELECT_TOLERANCE
+    from symdistill.distill.session import SELECT_TOLERANCE, simplest_within
 
     table = sr.pareto_
     rows = [e for e in table if e.complexity <= table.best.complexity][-MAX_CANDIDATES:]
@@ -193,8 +193,7 @@ def _choose(sr, build, fit, score, c, steps: int, label: str) -> tuple[sp.Expr, 
         except (ValueError, RuntimeError, TypeError, SymdistillError):
             err = float("inf")
         errors.append(float(err) if np.isfinite(err) else float("inf"))
-    best = min(errors)
-    k = len(rows) - 1 if not np.isfinite(best) else next(i for i, m in enumerate(errors) if m <= SELECT_TOLERANCE * best)
+    k = simplest_within(errors)
     return rows[k].expr, {"rule": "refit", "tolerance": SELECT_TOLERANCE, "chosen": k, "candidates": [
         {"complexity": e.complexity, label: sp.sstr(e.expr), "held_out_error": m if np.isfinite(m) else None,
          "paper_rule": bool(e.selected)} for e, m in zip(rows, errors)]}

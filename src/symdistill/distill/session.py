@@ -389,10 +389,16 @@ def choose_by_refit(candidates, node_exprs, dim: int, data: dict[str, np.ndarray
         except (ValueError, RuntimeError, TypeError):  # a candidate torch cannot evaluate loses
             mae = float("inf")
         maes.append(float(mae) if np.isfinite(mae) else float("inf"))
-    best = min(maes)
+    return simplest_within(maes), maes
+
+
+def simplest_within(errors: list[float], tolerance: float = SELECT_TOLERANCE) -> int:
+    """The first (simplest) candidate whose error is within ``tolerance`` x the lowest; the last when no
+    error is finite."""
+    best = min(errors)
     if not np.isfinite(best):
-        return len(candidates) - 1, maes
-    return next(k for k, m in enumerate(maes) if m <= SELECT_TOLERANCE * best), maes
+        return len(errors) - 1
+    return next(k for k, m in enumerate(errors) if m <= tolerance * best)
 
 
 def equations_markdown(edge_searches, node_searches) -> str:

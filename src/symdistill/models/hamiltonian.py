@@ -36,7 +36,7 @@ from symdistill.graphs.batch import GraphBatch
 from symdistill.models.messages import Variant
 from symdistill.models.mlp import MLP
 from symdistill.models.network import Output, _robust_rms, fit_grouped_scales
-from symdistill.problems.energy import NBodyEnergy, pair_inputs
+from symdistill.problems.energy import SWAP_ENDS, NBodyEnergy, pair_inputs, self_inputs
 
 #: Activations with a nonzero second derivative (the model is trained through its gradient).
 SMOOTH_ACTIVATIONS = ("softplus", "silu", "gelu", "tanh")
@@ -125,10 +125,9 @@ class HamiltonianNetwork(nn.Module):
         """f(r, m1, m2, q1, q2) [E] in data units (one ordering of the ends) from raw inputs [E, 5]."""
         return self.pair_model(x / self.edge_scale).squeeze(1) * self.pair_energy_scale
 
-    def symmetric_pair_energy(self, pos, mass, charge, edge_index) -> torch.Tensor:
-        """U of every edge [E], (f(i, j) + f(j, i)) / 2: the same for an edge and its reverse."""
-        return 0.5 * (self.pair_energy(pair_inputs(pos, mass, charge, edge_index))
-                      + self.pair_energy(pair_inputs(pos, mass, charge, edge_index, swap=True)))
+    def symmetric_pair_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """U [E] from raw inputs [E, 5], (f(i, j) + f(j, i)) / 2: the same for an edge and its reverse."""
+        return 0.5 * (self.pair_energy(x) + self.pair_energy(x[:, SWAP_ENDS]))
 
     def self_energy(self, x: torch.Tensor) -> torch.Tensor:
         """T(p^2, m, q) [V] in data units from raw inputs [V, 3]."""
@@ -137,32 +136,27 @@ class HamiltonianNetwork(nn.Module):
     def _energies(self, pos, mom, mass, charge, batch: GraphBatch):
         """(pair energies of the directed edges [E], self energies [V], H per graph [G])."""
         ei = batch.edge_index
-        if batch.in_degree is not None:  # every edge has its reverse: sum_{i<j} U = (1/2) sum_e f_e
-            f = self.pair_energy(pair_inputs(pos, mass, charge, ei))
-            per_edge = 0.5 * f
-        else:
-            f = self.symmetric_pair_energy(pos, mass, charge, ei)
-            per_edge = 0.5 * f  # each pair appears as two directed edges, or the graph is one-sided
-        t = self.self_energy(torch.stack([(mom * mom).sum(1), mass, charge], dim=1))
-        node = t.index_add(0, ei[1], per_edge)
+        x = pair_inputs(pos, mass, charge, ei)
+        # every edge has its reverse (constant in-degree: fully connected): sum_{i<j} U = (1/2) sum_e f_e,
+        # so f once per edge is enough; otherwise each edge gets the symmetric U
+        f = self.pair_energy(x) if batch.in_degree is not None else self.symmetric_pair_energy(x)
+        t = self.self_energy(self_inputs(mom, mass, charge))
+        node = t.index_add(0, ei[1], 0.5 * f)
         h = node.new_zeros(batch.n_graphs).index_add_(0, batch.graph, node)
         return f, t, h
 
     def energies(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(symmetric pair energy U per edge [E], self energy T per node [V]), data units, no gradient."""
-        n = batch.nodes
         with torch.no_grad():
-            u = self.symmetric_pair_energy(n["pos"], n["mass"], n["charge"], batch.edge_index)
-            p = n["mass"][:, None] * n["vel"]
-            t = self.self_energy(torch.stack([(p * p).sum(1), n["mass"], n["charge"]], dim=1))
-        return u, t
+            return (self.symmetric_pair_energy(self.problem.edge_features(batch)),
+                    self.self_energy(self.problem.node_features(batch)))
 
     def total_energy(self, batch: GraphBatch) -> torch.Tensor:
         """H of every graph [G], data units."""
-        n = batch.to(self.device).nodes
+        b = batch.to(self.device)
+        n = b.nodes
         with torch.no_grad():
-            p = n["mass"][:, None] * n["vel"]
-            return self._energies(n["pos"], p, n["mass"], n["charge"], batch.to(self.device))[2].to(batch.device)
+            return self._energies(n["pos"], n["mass"][:, None] * n["vel"], n["mass"], n["charge"], b)[2].to(batch.device)
 
     # ---- dynamics --------------------------------------------------------------------------------
     def dynamics(self, batch: GraphBatch, *, create_graph: bool):
@@ -203,9 +197,8 @@ class HamiltonianNetwork(nn.Module):
 
     def edge_raw(self, batch: GraphBatch, edge_feats=None) -> torch.Tensor:
         """Normalised symmetric pair energies [E, 1] (what the message recorder reads)."""
-        n = batch.nodes
         with torch.no_grad():
-            u = self.symmetric_pair_energy(n["pos"], n["mass"], n["charge"], batch.edge_index)
+            u = self.symmetric_pair_energy(self.problem.edge_features(batch))
         return (u / self.pair_energy_scale)[:, None]
 
     def node_features(self, batch: GraphBatch) -> torch.Tensor:

@@ -31,14 +31,20 @@ from symdistill.simulate.potentials import EPS
 SELF_VARIABLES = ("p", "m", "q")
 
 
-def pair_inputs(pos: torch.Tensor, mass: torch.Tensor, charge: torch.Tensor, edge_index: torch.Tensor,
-                *, swap: bool = False) -> torch.Tensor:
-    """``[r, m1, m2, q1, q2]`` of every edge, [E, 5]; ``swap`` exchanges the two ends (1 <-> 2)."""
+#: The columns of :func:`pair_inputs` with the two ends exchanged (1 <-> 2).
+SWAP_ENDS = [0, 2, 1, 4, 3]
+
+
+def pair_inputs(pos: torch.Tensor, mass: torch.Tensor, charge: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """``[r, m1, m2, q1, q2]`` of every edge, [E, 5]."""
     send, recv = edge_index
-    if swap:
-        send, recv = recv, send
-    _, dist = edge_geometry(pos, torch.stack([send, recv]))
+    _, dist = edge_geometry(pos, edge_index)
     return torch.stack([dist + EPS, mass[recv], mass[send], charge[recv], charge[send]], dim=1)
+
+
+def self_inputs(momentum: torch.Tensor, mass: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+    """``[p^2, m, q]`` of every node, [V, 3], from momenta [V, D]: the self energy's network inputs."""
+    return torch.stack([(momentum * momentum).sum(1), mass, charge], dim=1)
 
 
 class NBodyEnergy(Problem):
@@ -74,8 +80,7 @@ class NBodyEnergy(Problem):
 
     def node_features(self, batch) -> torch.Tensor:
         n = batch.nodes
-        p = n["mass"][:, None] * n["vel"]
-        return torch.stack([(p * p).sum(1), n["mass"], n["charge"]], dim=1)
+        return self_inputs(n["mass"][:, None] * n["vel"], n["mass"], n["charge"])
 
     def record_features(self, batch) -> torch.Tensor:
         n = {k: v.double() for k, v in batch.nodes.items()}

@@ -54,8 +54,7 @@ def record_energies(model, data, *, law=None, max_graphs: int | None = None, see
     r_ref = float(model.edge_scale[0])
     ref = x.clone()
     ref[:, 0] = r_ref
-    swap = [0, 2, 1, 4, 3]
-    sym = lambda z: 0.5 * (model.pair_energy(z.float()) + model.pair_energy(z[:, swap].float())).double()  # noqa: E731
+    sym = lambda z: model.symmetric_pair_energy(z.float()).double()  # noqa: E731
     pair_energy = (sym(x) - sym(ref)).cpu().numpy()
     truth = None
     if law is not None and law.has_truth:
