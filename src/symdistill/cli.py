@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "symdistill.train.commands",
     "symdistill.distill.commands",
     "symdistill.pipeline",
+    "symdistill.cosmology.commands",
 )
 
 
