@@ -359,3 +359,29 @@ def test_load_catalogue_errors(tmp_path):
         with pytest.raises(SymdistillError) as e:
             load_catalogue(**kwargs)
         assert_one_line(e, expected)
+
+
+def test_delta_from_a_gadget_snapshot_in_several_files(tmp_path):
+    import h5py
+    from symdistill.cosmology.density import TARGET_MEDIAN, SmoothedDensity
+    from symdistill.cosmology.snapshot import with_snapshot_delta
+    rng = np.random.default_rng(0)
+    box = 100.0
+    centres = rng.uniform(0, box, (40, 3))
+    particles = np.concatenate([rng.uniform(0, box, (60_000, 3)),
+                                np.mod(np.repeat(centres, 500, axis=0) + rng.normal(0, 2, (20_000, 3)), box)])
+    folder = tmp_path / "snapdir_004"
+    folder.mkdir()
+    for k, part in enumerate(np.array_split(particles, 3)):
+        with h5py.File(folder / f"snap_004.{k}.hdf5", "w") as h:
+            h.create_group("Header").attrs["BoxSize"] = box * 1000.0  # kpc/h
+            h.create_dataset("PartType1/Coordinates", data=(part * 1000.0).astype(np.float32))
+    cat = HaloCatalogue(centres, np.zeros((40, 3)), np.full(40, 1e13), box)
+    out = with_snapshot_delta(cat, folder, n_mesh=32)
+    assert abs(np.median(out.delta) - TARGET_MEDIAN) < 0.02 and out.meta["snapshot"] == str(folder)
+    direct = SmoothedDensity(particles.astype(np.float32).astype(np.float64), box, 32).at(centres, out.meta["smoothing_radius"])
+    np.testing.assert_allclose(out.delta, direct, rtol=1e-4, atol=1e-6)
+    with pytest.raises(SymdistillError, match="not the catalogue's"):
+        with_snapshot_delta(HaloCatalogue(centres, np.zeros((40, 3)), np.full(40, 1e13), 200.0), folder, n_mesh=32)
+    with pytest.raises(SymdistillError, match="no snapshot files"):
+        with_snapshot_delta(cat, tmp_path, n_mesh=32)

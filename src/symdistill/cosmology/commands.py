@@ -56,10 +56,12 @@ def _info(args) -> int:
 def _pipeline_config(args, **extra):
     from symdistill.cosmology.pipeline import CosmologyConfig
     fields = {k: getattr(args, k) for k in ("size", "seed", "preset", "epochs", "time_budget", "sr_budget",
-                                            "radius", "device", "threads")
+                                            "sr_evaluations", "radius", "device", "threads")
               if getattr(args, k, None) is not None}
     if getattr(args, "catalogue", None):
         fields["catalogue"] = str(args.catalogue)
+    if getattr(args, "snapshot", None):
+        fields["snapshot"] = str(args.snapshot)
     if getattr(args, "no_ood", False):
         fields["ood"] = False
     fields.update(extra)
@@ -68,7 +70,7 @@ def _pipeline_config(args, **extra):
 
 def _train(args) -> int:
     from symdistill.cosmology.pipeline import train_stage
-    result = train_stage(args.out, _pipeline_config(args, ood=False), progress=not args.quiet,
+    result = train_stage(args.out, _pipeline_config(args), progress=not args.quiet,
                          log=_log(args))
     print(json.dumps(result, indent=2) if args.json else f"  network: held-out MAE {result['test_mae']:.4f}")
     return 0
@@ -125,12 +127,15 @@ def _add_generator_args(p) -> None:
 def _add_run_args(p) -> None:
     p.add_argument("--catalogue", help="a halo file (HDF5, from `cosmology simulate`) or a Quijote FoF folder "
                                        "groups_NNN (then delta must be in it or the run is refused)")
+    p.add_argument("--snapshot", help="the catalogue's Gadget HDF5 snapshot (a Quijote snapdir_NNN folder): delta "
+                                      "is painted from its particles, smoothed and calibrated as the generator's")
     p.add_argument("--size", help="generate a box of this size when no --catalogue is given (default default)")
     p.add_argument("--seed", type=int)
     p.add_argument("--preset", help="fast (default: measured, docs/benchmarks.md) or paper (2 x 500, message 100)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     p.add_argument("--time-budget", type=float, help="cap on the seconds of each training (fewer epochs if reached)")
-    p.add_argument("--sr-budget", type=float, help="seconds of each formula search")
+    p.add_argument("--sr-budget", type=float, help="cap on the seconds of each formula search (default 120)")
+    p.add_argument("--sr-evaluations", type=int, help="evaluations of each formula search (default 200000)")
     p.add_argument("--radius", type=float, help="edge radius in Mpc/h (default 50)")
     p.add_argument("--device", help="cpu (default), cuda or auto")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")

@@ -94,10 +94,18 @@ def load_npz(path) -> HaloCatalogue:
                               "an .npz with pos, vel, mass, delta and box_size") from None
 
 
+def _load(path) -> HaloCatalogue:
+    if str(path).endswith(".npz"):
+        return load_npz(path)
+    from symdistill.cosmology.halos import load_catalogue
+    return load_catalogue(path)
+
+
 def _parse(argv):
     ap = argparse.ArgumentParser(prog="python -m symdistill.cosmology.ddp", description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--catalogue", help=".npz with pos, vel, mass, delta, box_size")
+    src.add_argument("--catalogue", help="a halo file (.h5 from `symdistill cosmology simulate`), or an .npz with "
+                                         "pos, vel, mass, delta, box_size")
     src.add_argument("--toy", type=int, metavar="N", help="a toy catalogue of N halos (symdistill.cosmology.graph)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="default", help="default or paper")
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
             except json.JSONDecodeError:
                 overrides[key] = value
         config = HaloTrainConfig.preset(args.preset, **overrides)
-        cat = load_npz(args.catalogue) if args.catalogue else toy_catalogue(args.toy, seed=args.split_seed,
+        cat = _load(args.catalogue) if args.catalogue else toy_catalogue(args.toy, seed=args.split_seed,
                                                                             box_size=200 * (args.toy / 300) ** (1 / 3))
         if not 0 <= args.val_fraction < 1:
             raise SymdistillError(f"`--val-fraction` must be in [0, 1) (got {args.val_fraction})")

@@ -25,9 +25,10 @@ RADIUS_RANGE = (1.0, 40.0)
 class SmoothedDensity:
     """The CIC overdensity of particles, smoothed at any radius and read at any points."""
 
-    def __init__(self, particles: np.ndarray, box: float, n_mesh: int):
+    def __init__(self, particles: np.ndarray | None, box: float, n_mesh: int, *, grid: np.ndarray | None = None):
+        """From ``particles`` [N, 3] Mpc/h, or from an overdensity ``grid`` [n_mesh]^3 painted elsewhere."""
         self.box, self.n = float(box), int(n_mesh)
-        self.delta_k = sfft.rfftn(paint(particles, self.n, self.box), workers=-1)
+        self.delta_k = sfft.rfftn(paint(particles, self.n, self.box) if grid is None else grid, workers=-1)
         kx, ky, kz = wavenumbers(self.n, self.box)
         self.k2 = kx ** 2 + ky ** 2 + kz ** 2
 

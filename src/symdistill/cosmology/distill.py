@@ -40,6 +40,11 @@ from symdistill.distill.sr import SymbolicRegression
 from symdistill.errors import SymdistillError, check_positive, check_seed, unknown_name
 
 
+#: How stage 3 picks its validation halos among the training ones: at random, or the ``validation_fraction``
+#: with the highest delta (the pairs are then judged on how they extrapolate beyond the halos they were fitted on).
+VALIDATION = ("random", "top")
+
+
 @dataclass(frozen=True)
 class DistillOptions:
     """Settings of both SR stages and the composition (one place for their defaults)."""
@@ -54,6 +59,7 @@ class DistillOptions:
     backend: str = "operon"
     candidates: int = 3                    # per table; every pair is composed and refitted
     validation_fraction: float = 0.25      # of the training halos, to choose among the pairs
+    validation: str = "random"             # which of them: "random", or "top" (the highest delta)
     tolerance: float = SELECT_TOLERANCE    # simplest pair within this factor of the best validation MAE
     free_exponents: bool = True
     adam_steps: int = 200
@@ -69,6 +75,8 @@ class DistillOptions:
             check_positive(name, getattr(self, name))
         check_positive("max_evaluations", self.max_evaluations, optional=True)
         check_seed("seed", self.seed)
+        if self.validation not in VALIDATION:
+            raise unknown_name("validation", self.validation, VALIDATION)
         if not 0 < self.validation_fraction < 1:
             raise SymdistillError(f"`validation_fraction` must be between 0 and 1, e.g. 0.25 "
                                   f"(got {self.validation_fraction})")
@@ -135,7 +143,10 @@ def compose(f_table: ParetoTable, g_table: ParetoTable, edges, mass, delta, inde
     """Stage 3: choose the pair (f, g) by the validation MAE of the refitted composed formula, and
     refit it on all of ``index``. Returns (formula, one record per pair tried)."""
     index = halo_index(index, len(np.asarray(mass).reshape(-1)))
-    order = np.random.default_rng(options.seed).permutation(len(index))
+    if options.validation == "top":
+        order = np.argsort(-np.asarray(delta, dtype=np.float64)[index], kind="stable")
+    else:
+        order = np.random.default_rng(options.seed).permutation(len(index))
     n_val = max(1, int(round(options.validation_fraction * len(index))))
     val, fit = index[order[:n_val]], index[order[n_val:]]
     pairs = sorted(((f, g) for f in shortlist(f_table, options.candidates)

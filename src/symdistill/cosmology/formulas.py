@@ -22,217 +22,26 @@ ignored), ``mass``, ``delta`` float[N]; ``index`` int[n] (or a boolean mask [N],
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import sympy as sp
 import torch
-from scipy import optimize, sparse
 from scipy.special import expit
 
+from symdistill.cosmology.fitting import l1_linear, minimise_mae, untie
+from symdistill.cosmology.stars import (
+    EDGE_VARIABLES, MASS_UNIT, NODE_VARIABLES, UNITS, Edges, Star, halo_index, star, targets,
+)
 from symdistill.distill.pareto import round_constants
 from symdistill.errors import SymdistillError
 from symdistill.expr import TorchExpr, parse_formula
 
-#: Masses enter every formula in units of 1e13 Msun/h (M = mass / MASS_UNIT).
-MASS_UNIT = 1e13
-EDGE_VARIABLES = ("M_j", "r", "M_i")   # f(M_j, r_ij, M_i): sender mass, distance, receiver mass
-NODE_VARIABLES = ("e", "M_i")          # g(e_i, M_i)
-UNITS = "[M in 1e13 Msun/h, r in Mpc/h]"
+__all__ = ["EDGE_VARIABLES", "MASS_UNIT", "NODE_VARIABLES", "UNITS", "ConstantModel", "Edges", "HandDesigned",
+           "HaloModel", "PaperForm", "Star", "SymbolicFormula", "comparison_table", "halo_index", "l1_linear",
+           "minimise_mae", "star", "targets", "untie"]
 
-
-@dataclass(frozen=True)
-class Edges:
-    """Directed halo pairs: ``receiver`` i, ``sender`` j, distance ``r`` (Mpc/h)."""
-
-    receiver: np.ndarray
-    sender: np.ndarray
-    r: np.ndarray
-
-    @classmethod
-    def of(cls, edges) -> Edges:
-        """An :class:`Edges`, a mapping with keys receiver/sender/r, or a tuple (receiver, sender, r)."""
-        if isinstance(edges, Edges):
-            return edges
-        if isinstance(edges, Mapping):
-            missing = [k for k in ("receiver", "sender", "r") if k not in edges]
-            if missing:
-                raise SymdistillError(f"`edges` lacks {missing}: pass a mapping with keys receiver, sender, r")
-            edges = (edges["receiver"], edges["sender"], edges["r"])
-        if not isinstance(edges, Sequence) or len(edges) != 3:
-            raise SymdistillError(f"Expected `edges` as Edges(receiver, sender, r) (got {type(edges).__name__})")
-        rec, snd, r = (np.asarray(a).reshape(-1) for a in edges)
-        if not (len(rec) == len(snd) == len(r)):
-            raise SymdistillError(f"`edges`: receiver, sender and r must have one entry per edge "
-                                  f"(got {len(rec)}, {len(snd)}, {len(r)})")
-        if not np.all(np.isfinite(r)) or (len(r) and r.min() < 0):
-            raise SymdistillError("`edges.r` must be finite distances >= 0 Mpc/h (found NaN, inf or < 0)")
-        return cls(rec.astype(np.int64, copy=False), snd.astype(np.int64, copy=False),
-                   r.astype(np.float64, copy=False))
-
-
-@dataclass(frozen=True)
-class Star:
-    """The edges into the halos of ``index`` (``edge``: their positions in the edge arrays; self-loops
-    left out), receivers renumbered 0..n-1 in ``index`` order, with the masses (units of 1e13 Msun/h)
-    that the formulas read: M_i [n], and M_j, r, M_i per edge [E']."""
-
-    n: int
-    edge: np.ndarray
-    receiver: np.ndarray
-    r: np.ndarray
-    M_j: np.ndarray
-    M_i_edge: np.ndarray
-    M_i: np.ndarray
-
-    def edge_sum(self, values: np.ndarray) -> np.ndarray:
-        return np.bincount(self.receiver, weights=values, minlength=self.n)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(getattr(self, k)) for k in ("receiver", "r", "M_j", "M_i_edge", "M_i")}
-
-
-def halo_index(index, n: int) -> np.ndarray:
-    """``index`` (ints, a boolean mask [n] or None: all) as unique int64 halo indices."""
-    if index is None:
-        return np.arange(n)
-    index = np.asarray(index).reshape(-1)
-    if index.dtype == bool:
-        if len(index) != n:
-            raise SymdistillError(f"A boolean `index` needs one entry per halo ({n}, got {len(index)})")
-        return np.flatnonzero(index)
-    if len(index) and (not np.issubdtype(index.dtype, np.integer) or index.min() < 0 or index.max() >= n):
-        raise SymdistillError(f"`index` must hold halo numbers from 0 to {n - 1} (got {index[:5]}...)")
-    if len(np.unique(index)) != len(index):
-        raise SymdistillError("`index` lists a halo twice: pass each halo once (np.unique(index))")
-    return index.astype(np.int64)
-
-
-def star(edges, mass, index) -> Star:
-    edges, mass = Edges.of(edges), np.asarray(mass, dtype=np.float64).reshape(-1)
-    if not (np.all(np.isfinite(mass)) and np.all(mass > 0)):
-        raise SymdistillError("`mass` must be finite and > 0 Msun/h for every halo")
-    ends = (edges.receiver, edges.sender)
-    if len(edges.r) and (max(a.max() for a in ends) >= len(mass) or min(a.min() for a in ends) < 0):
-        raise SymdistillError(f"`edges` name halos outside 0..{len(mass) - 1}: build edges and `mass` "
-                              "from the same catalogue")
-    index = halo_index(index, len(mass))
-    M = mass / MASS_UNIT
-    local = np.full(len(mass), -1, dtype=np.int64)
-    local[index] = np.arange(len(index))
-    rec = local[edges.receiver]
-    keep = np.flatnonzero((rec >= 0) & (edges.receiver != edges.sender))  # e_i sums over j != i
-    return Star(len(index), keep, rec[keep], edges.r[keep], M[edges.sender[keep]], M[edges.receiver[keep]], M[index])
-
-
-def targets(delta, index, n: int) -> np.ndarray:
-    delta = np.asarray(delta, dtype=np.float64).reshape(-1)
-    if len(delta) != n:
-        raise SymdistillError(f"`delta` needs one value per halo ({n}, got {len(delta)})")
-    y = delta[halo_index(index, n)]
-    if not np.all(np.isfinite(y)):
-        raise SymdistillError("`delta` is NaN or inf for some halos of `index`: leave those halos out")
-    return y
-
-
-def l1_linear(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Coefficients b minimising sum |y - X b| exactly (linear programme, HiGHS)."""
-    n, k = X.shape
-    eye = sparse.identity(n, format="csr")
-    A = sparse.hstack([sparse.csr_matrix(X), eye, -eye], format="csr")
-    c = np.concatenate([np.zeros(k), np.ones(2 * n)])
-    bounds = [(None, None)] * k + [(0, None)] * (2 * n)
-    res = optimize.linprog(c, A_eq=A, b_eq=y, bounds=bounds, method="highs")
-    if res.status != 0:  # should not happen for a feasible, bounded L1 problem; least squares then
-        return np.linalg.lstsq(X, y, rcond=None)[0]
-    return res.x[:k]
-
-
-def minimise_mae(params: Sequence[torch.Tensor], residuals, *, adam_steps: int = 0, lr: float = 1e-2,
-                 lbfgs_steps: int = 100, widths: Sequence[float] = (1e-1, 1e-2, 1e-3)) -> float:
-    """Minimise mean |residuals()| over ``params`` (in place); returns the lowest exact MAE seen and
-    leaves ``params`` at it. L-BFGS on sqrt(res^2 + w^2) with w = width x the best MAE so far (each
-    width in turn), then ``adam_steps`` of Adam on it (cosine schedule), then L-BFGS again."""
-    params = [p for p in params if p.numel()]
-    with torch.no_grad():
-        best = _mae(residuals())
-    state = [p.detach().clone() for p in params]
-
-    def keep(value: float) -> None:
-        nonlocal best, state
-        if value < best:
-            best, state = value, [p.detach().clone() for p in params]
-
-    def surrogate(width: float) -> torch.Tensor:
-        res = residuals()
-        return torch.mean(torch.sqrt(res**2 + width**2) - width), res
-
-    def lbfgs() -> None:
-        for frac in widths:
-            width = frac * (best if np.isfinite(best) else 1.0)
-            opt = torch.optim.LBFGS(params, lr=1.0, max_iter=lbfgs_steps, line_search_fn="strong_wolfe",
-                                    tolerance_grad=1e-12, tolerance_change=1e-14)
-
-            def closure():
-                opt.zero_grad()
-                value, _ = surrogate(width)
-                if torch.isfinite(value):
-                    value.backward()
-                return value
-            try:
-                opt.step(closure)
-            except (RuntimeError, IndexError, ValueError):  # a non-finite loss inside the line search
-                pass
-            with torch.no_grad():
-                keep(_mae(residuals()))
-            _restore(params, state)  # continue from the best, not from where a bad search ended
-
-    if not params or not np.isfinite(best):
-        return best
-    lbfgs()
-    if adam_steps:
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, adam_steps)
-        width = widths[0] * best
-        for _ in range(adam_steps):
-            opt.zero_grad()
-            value, res = surrogate(width)
-            keep(_mae(res.detach()))  # the MAE of the constants before this step
-            if not torch.isfinite(value):
-                break
-            value.backward()
-            opt.step()
-            sched.step()
-        _restore(params, state)
-        lbfgs()
-    _restore(params, state)
-    return best
-
-
-def _mae(res: torch.Tensor) -> float:
-    value = float(res.abs().mean()) if len(res) else 0.0
-    return value if np.isfinite(value) else float("inf")
-
-
-@torch.no_grad()
-def _restore(params, state) -> None:
-    for p, s in zip(params, state):
-        p.copy_(s)
-
-
-def untie(expr: sp.Expr) -> sp.Expr:
-    """Make equal float constants at different places distinct (by 1e-9 relative), since
-    :class:`TorchExpr` fits one parameter per distinct float: 0.25 + e/(1 + 0.25 M_i) has two."""
-    seen: dict[sp.Float, int] = {}
-
-    def walk(e):
-        if isinstance(e, sp.Float):
-            k = seen[e] = seen.get(e, -1) + 1
-            return e if k == 0 else sp.Float(float(e) * (1 + k * 1e-9))
-        return e.func(*[walk(a) for a in e.args]) if e.args else e
-    return walk(sp.sympify(expr))
 
 
 def _text(g: sp.Expr, f: str, digits: int = 4) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from symdistill.cosmology.catalogue import QUIJOTE_FIDUCIAL, HaloCatalogue

@@ -26,9 +26,8 @@ POWER_MODEL = "eisenstein98"
 
 def colossus_cosmology(params: dict | None = None):
     """A colossus cosmology object (no cache files written: persistence off)."""
-    try:
-        from colossus.cosmology import cosmology
-    except ImportError:  # pragma: no cover - a dependency of the package
+    import importlib.util
+    if importlib.util.find_spec("colossus") is None:  # pragma: no cover - a dependency of the package
         raise SymdistillError("colossus is not installed: `pip install colossus` (a dependency of symdistill)")
     p = dict(QUIJOTE_FIDUCIAL if params is None else params)
     name = str(p.pop("name", "custom"))

@@ -15,20 +15,27 @@ resumes: the network from its checkpoint, finished stages from their files.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from symdistill.errors import SymdistillError, check_positive, check_seed
+from symdistill.errors import SymdistillError, check_positive, check_seed, unknown_name
 from symdistill.io import atomic_path, check_output_folder, read_json, write_json
 from symdistill.runfolder import claim
 from symdistill.versions import versions
 
-#: Training epochs of each preset's default run (docs/benchmarks.md, "Issue 15", for how they were chosen).
-EPOCHS = {"default": 30, "paper": 30}
-#: Seconds of each formula search by default.
-SR_BUDGET = 30.0
+#: Training steps by default: epochs = TRAIN_STEPS / steps per epoch, within EPOCH_RANGE (30-35 epochs on the
+#: default box, ~200 on tiny; docs/benchmarks.md, "Issue 15").
+TRAIN_STEPS = 2000
+EPOCH_RANGE = (10, 300)
+#: Evaluations of each formula search (counted, so a loaded machine finds the same formula; ~14 s each on
+#: 2 quiet cores), and the seconds that cap it.
+SR_EVALUATIONS = 200_000
+SR_BUDGET = 120.0
+#: Stage 3 chooses among the composed formulas by their error on the training halos of highest delta
+#: (chosen on the development box, seed 0: see docs/benchmarks.md, "Issue 15").
+VALIDATION = "top"
 HALOS = "halos.h5"
 RECORD = "cosmology.json"
 
@@ -41,11 +48,13 @@ class CosmologyConfig:
 
     size: str = "default"
     catalogue: str | None = None
+    snapshot: str | None = None        # the catalogue's particle snapshot, for delta (a Quijote snapdir_NNN)
     seed: int = 0
     preset: str = "default"
     epochs: int | None = None
     time_budget: float | None = None
     sr_budget: float | None = None
+    sr_evaluations: int | None = None
     radius: float = 50.0
     held_out: float = 0.2
     ood: bool = True
@@ -59,17 +68,30 @@ class CosmologyConfig:
         check_positive("time_budget", self.time_budget, optional=True)
         check_positive("sr_budget", self.sr_budget, optional=True)
         check_positive("epochs", self.epochs, optional=True)
+        check_positive("sr_evaluations", self.sr_evaluations, optional=True)
+        from symdistill.cosmology.generate import SIZES
+        from symdistill.cosmology.model import PRESETS
+        if self.preset not in PRESETS:
+            raise unknown_name("preset", self.preset, PRESETS)
+        if self.catalogue is None and self.size not in SIZES:
+            raise unknown_name("size", self.size, SIZES)
         if not 0 < self.held_out < 1:
             raise SymdistillError(f"`held_out` must be a fraction between 0 and 1, e.g. 0.2 (got {self.held_out})")
 
-    def train_config(self):
+    def train_config(self, n_fit: int):
+        """The network's config for ``n_fit`` training halos (epochs: :data:`TRAIN_STEPS` steps by default)."""
         from symdistill.cosmology.train import HaloTrainConfig
-        return HaloTrainConfig.preset(self.preset, epochs=self.epochs or EPOCHS.get(self.preset, 30),
-                                      radius=self.radius, seed=self.seed, device=self.device, threads=self.threads)
+        c = HaloTrainConfig.preset(self.preset, radius=self.radius, seed=self.seed, device=self.device,
+                                   threads=self.threads)
+        steps_per_epoch = -(-n_fit // c.batch_size)
+        epochs = self.epochs or int(np.clip(-(-TRAIN_STEPS // steps_per_epoch), *EPOCH_RANGE))
+        return replace(c, epochs=epochs)
 
     def distill_options(self):
         from symdistill.cosmology.distill import DistillOptions
-        return DistillOptions(time_budget=self.sr_budget or SR_BUDGET, seed=self.seed)
+        return DistillOptions(time_budget=self.sr_budget or SR_BUDGET,
+                              max_evaluations=self.sr_evaluations or SR_EVALUATIONS, validation=VALIDATION,
+                              seed=self.seed)
 
 
 # ---- stages ------------------------------------------------------------------------------------------
@@ -83,9 +105,13 @@ def load_halos(out: Path, c: CosmologyConfig, *, progress: bool, log):
         return read_halos(path)
     if c.catalogue is not None:
         cat = load_catalogue(c.catalogue)
+        if c.snapshot is not None:
+            from symdistill.cosmology.snapshot import with_snapshot_delta
+            cat = with_snapshot_delta(cat, c.snapshot)
         if not cat.has_delta:
             raise SymdistillError(f"{c.catalogue} has no overdensity `delta` per halo: add it (HDF5 layout, "
-                                  "docs/cosmology.md) or generate a box with `cosmology simulate`")
+                                  "see `cosmology run --help`), give its particles with --snapshot snapdir_NNN, or "
+                                  "generate a box with `cosmology simulate`")
     else:
         from symdistill.cosmology.generate import GeneratorConfig, generate
         cat = generate(GeneratorConfig.of_size(c.size, seed=c.seed), progress=progress, log=log)
@@ -126,7 +152,7 @@ def train_network(out: Path, name: str, graph, split: dict, c: CosmologyConfig, 
     fit_idx, val_idx = _val_part(split["train"], c.seed)
     log(f"training the halo network{' (' + name.strip('-') + ')' if name else ''}: {len(fit_idx):,} halos, "
         f"{graph.n_edges:,} edges in all")
-    model, history = train_halo_gn(graph, config=c.train_config(), train_index=fit_idx, val_index=val_idx,
+    model, history = train_halo_gn(graph, config=c.train_config(len(fit_idx)), train_index=fit_idx, val_index=val_idx,
                                    out=folder, progress=progress, time_budget=c.time_budget, log=log)
     return model, history
 
