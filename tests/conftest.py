@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fuzz: generated CLI cases checking the contract (tests/test_fuzz.py)")
@@ -26,3 +28,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             tr.write_line(f"[{count}x] {signature}")
             for line in report.splitlines()[:12]:
                 tr.write_line(f"    {line[:400]}")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: one torch thread is much faster than several on a loaded 2-core machine (no assert on it)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import sympy as sp
-import torch
 
 from symdistill.cosmology.distill import DistillOptions, distill_cosmology, shortlist, summed_message
 from symdistill.cosmology.formulas import (MASS_UNIT, ConstantModel, Edges, HandDesigned, PaperForm,
@@ -19,13 +18,7 @@ TRUE_F = "(0.5 + M_j)/(1 + (0.08*r)^2.5)"
 TRUE_G = "0.2 + e/(1 + 0.3*M_i)"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small tensors: one thread is ~20x faster than several on a loaded machine (no assert on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def catalogue(n=400, box=200.0, radius=50.0, seed=0):

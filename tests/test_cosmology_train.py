@@ -21,12 +21,7 @@ def cat():
     return toy_catalogue(300, 200.0, 50.0, seed=1, velocities=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**kw):

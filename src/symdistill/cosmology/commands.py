@@ -161,18 +161,16 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_info)
 
-    p = cs.add_parser("train", help="train the halo network (in distribution) into a run folder")
-    _add_run_args(p)
-    p.add_argument("--out", required=True, help="run folder")
-    p.set_defaults(handler=_train)
+    for name, handler, text in (("train", _train, "train the halo network (in distribution) into a run folder"),
+                                ("run", _run, "catalogue -> network -> formulas -> table, in and out of "
+                                              "distribution, report")):
+        p = cs.add_parser(name, help=text)
+        _add_run_args(p)
+        p.add_argument("--out", required=True, help="run folder")
+        p.set_defaults(handler=handler)
 
     p = cs.add_parser("distill", help="formulas from a trained run folder: SR, baselines, the table")
     p.add_argument("run", help="run folder of `cosmology train`")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_distill)
-
-    p = cs.add_parser("run", help="catalogue -> network -> formulas -> table, in and out of distribution, report")
-    _add_run_args(p)
-    p.add_argument("--out", required=True, help="run folder")
-    p.set_defaults(handler=_run)
