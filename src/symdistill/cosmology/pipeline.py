@@ -25,10 +25,10 @@ from symdistill.io import atomic_path, check_output_folder, read_json, write_jso
 from symdistill.runfolder import claim
 from symdistill.versions import versions
 
-#: Training steps by default: epochs = TRAIN_STEPS / steps per epoch, within EPOCH_RANGE (30-35 epochs on the
-#: default box, ~200 on tiny; docs/benchmarks.md, "Issue 15").
+#: Training steps by default: epochs = TRAIN_STEPS / steps per epoch, within EPOCH_RANGE (33-34 epochs on the
+#: default box; tiny is capped at 100 epochs, ~700 steps, for its 2-minute target; docs/benchmarks.md, "Issue 15").
 TRAIN_STEPS = 2000
-EPOCH_RANGE = (10, 300)
+EPOCH_RANGE = (10, 100)
 #: Evaluations of each formula search (counted, so a loaded machine finds the same formula; ~14 s each on
 #: 2 quiet cores), and the seconds that cap it.
 SR_EVALUATIONS = 200_000
