@@ -64,6 +64,8 @@ def _pipeline_config(args, **extra):
         fields["snapshot"] = str(args.snapshot)
     if getattr(args, "no_ood", False):
         fields["ood"] = False
+    if getattr(args, "velocity", False):
+        fields["velocity"] = True
     fields.update(extra)
     return CosmologyConfig(**fields)
 
@@ -137,6 +139,8 @@ def _add_run_args(p) -> None:
     p.add_argument("--sr-budget", type=float, help="cap on the seconds of each formula search (default 120)")
     p.add_argument("--sr-evaluations", type=int, help="evaluations of each formula search (default 200000)")
     p.add_argument("--radius", type=float, help="edge radius in Mpc/h (default 50)")
+    p.add_argument("--velocity", action="store_true", help="the node model also reads each halo's speed |v_i|")
+    p.add_argument("--no-ood", action="store_true", help="skip the out-of-distribution split (delta > 1 held out)")
     p.add_argument("--device", help="cpu (default), cuda or auto")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")

@@ -56,6 +56,7 @@ class CosmologyConfig:
     sr_budget: float | None = None
     sr_evaluations: int | None = None
     radius: float = 50.0
+    velocity: bool = False             # the node model also reads the halo's speed |v_i|
     held_out: float = 0.2
     ood: bool = True
     ood_threshold: float = 1.0
@@ -82,7 +83,7 @@ class CosmologyConfig:
         """The network's config for ``n_fit`` training halos (epochs: :data:`TRAIN_STEPS` steps by default)."""
         from symdistill.cosmology.train import HaloTrainConfig
         c = HaloTrainConfig.preset(self.preset, radius=self.radius, seed=self.seed, device=self.device,
-                                   threads=self.threads)
+                                   threads=self.threads, use_velocity="speed" if self.velocity else False)
         steps_per_epoch = -(-n_fit // c.batch_size)
         epochs = self.epochs or int(np.clip(-(-TRAIN_STEPS // steps_per_epoch), *EPOCH_RANGE))
         return replace(c, epochs=epochs)
