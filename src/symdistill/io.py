@@ -118,6 +118,10 @@ def read_json(path, what: str = "record") -> dict:
     return data
 
 
+#: What h5py raises on a damaged or foreign file (caught where a file is opened, and said in one line).
+H5_ERRORS = (RuntimeError, KeyError, ValueError, TypeError, OSError)
+
+
 # ---- a full disk -------------------------------------------------------------------------------------
 
 #: Free bytes kept in reserve while writing (metadata, the close).

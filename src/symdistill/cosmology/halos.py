@@ -27,12 +27,11 @@ from symdistill import __version__
 from symdistill.cosmology.catalogue import QUIJOTE_FIDUCIAL, HaloCatalogue
 from symdistill.cosmology.quijote import is_group_tab, read_quijote
 from symdistill.errors import SymdistillError, check_positive
-from symdistill.io import SpaceGuard, atomic_path, check_output_file, hdf5_writing, is_hdf5
+from symdistill.io import H5_ERRORS, SpaceGuard, atomic_path, check_output_file, hdf5_writing, is_hdf5
 
 FORMAT = "symdistill-halos"
 FORMAT_VERSION = 1
 #: What h5py raises on a damaged file (besides a clean OSError on opening).
-H5_ERRORS = (RuntimeError, KeyError, ValueError, TypeError, OSError)
 _COSMO_PREFIX = "cosmology."
 _FIX = "write it with symdistill.cosmology.halos.write_halos, or in the layout its docstring gives"
 

@@ -32,7 +32,7 @@ import numpy as np
 from symdistill import __version__
 from symdistill.errors import SymdistillError
 from symdistill.io import (
-    SpaceGuard, atomic_path, check_output_file, hdf5_writing, remove_stale_temporaries, temporary_path,
+    H5_ERRORS, SpaceGuard, atomic_path, check_output_file, hdf5_writing, remove_stale_temporaries, temporary_path,
 )
 from symdistill.limits import DEFAULT_MAX_SIZE, check_file_size, check_memory
 from symdistill.simulate.potentials import BUILTIN, Law, get_law
@@ -40,7 +40,6 @@ from symdistill.simulate.simulate import SimulationConfig, initial_conditions, i
 
 FORMAT = "symdistill.nbody/1"
 #: What h5py raises on a damaged file (besides a clean OSError on opening).
-H5_ERRORS = (RuntimeError, KeyError, ValueError, TypeError, OSError)
 STATE = ("pos", "vel", "acc")
 OBSERVATION = ("pos_observed", "acc_true")  # positions-only files; never read by training
 
