@@ -194,8 +194,9 @@ def distill_split(out: Path, name: str, cat, graph, model, history, split: dict,
          "top_component": top, "component_std": [float(v) for v in rec.component_std],
          "table": rows, "distillation": result.to_dict(), "distill_seconds": seconds,
          "epochs_run": len(history)}
-    write_json(path, d)
+    # the figures' data first: distill.json marks the stage done, so a run killed between the two keeps its figures
     _save_figure_data(out / f"predictions{name}.npz", cat, node_out, result.formula, models, edges, e, split)
+    write_json(path, d)
     return d
 
 
@@ -302,7 +303,8 @@ def targets(result: dict) -> dict:
     t["constant_over_discovered"] = const / disc
     if "ood" in result:
         rows = result["ood"]["table"]
-        t["ood_discovered_over_network"] = _row(rows, "discovered")["mae_test"] / _row(rows, "graph network")["mae_test"]
+        network = _row(rows, "graph network")["mae_test"]
+        t["ood_discovered_over_network"] = _row(rows, "discovered")["mae_test"] / network
     return t
 
 
