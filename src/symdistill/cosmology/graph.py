@@ -12,7 +12,7 @@ receivers with *all* their incoming edges is an exact mini-batch. Two sources gi
   3e7 edges.
 
 Both give the same edges for the same receivers, bit for bit: the minimum-image distances come from
-one helper (``_geometry`` of the edge builders) and the test ``d < radius`` is made on the float64
+one helper (``minimum_image`` of the edge builders) and the test ``d < radius`` is made on the float64
 distance in both, before it is stored as float32. Features stay in physical units (M in Msun/h,
 |r_ij| in Mpc/h); the network normalises them itself (:class:`symdistill.cosmology.model.HaloGN`).
 """
@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 
 from symdistill.cosmology.catalogue import HaloCatalogue
 from symdistill.errors import SymdistillError, check_positive
-from symdistill.graphs.builders import RadiusGraph, _geometry  # one distance helper for every builder
+from symdistill.graphs.builders import RadiusGraph, minimum_image  # one distance helper for every builder
 
 #: Edges per chunk when none is given: ~100 MB of float32 activations per 100-wide layer.
 CHUNK_EDGES = 1 << 18
@@ -221,7 +221,7 @@ class StreamingGraph(_Source):
         owner = np.repeat(np.arange(len(recv)), counts)
         rec = recv[owner]
         dist = np.empty(len(send), np.float64)
-        _geometry(self.catalogue.pos, self.box, send, rec, None, dist)
+        minimum_image(self.catalogue.pos, self.box, send, rec, None, dist)
         keep = (send != rec) & np.less(dist, self.radius)
         return recv, np.bincount(owner[keep], minlength=len(recv)), send[keep], dist[keep].astype(np.float32)
 

@@ -127,7 +127,7 @@ class RadiusGraph(EdgeBuilder):
         pairs = cKDTree(points, boxsize=tree_box).query_pairs(search, output_type="ndarray")
         del points
         dist = np.empty(len(pairs), x.dtype)
-        _geometry(x, box, pairs[:, 0], pairs[:, 1], None, dist)
+        minimum_image(x, box, pairs[:, 0], pairs[:, 1], None, dist)
         keep = np.less(dist, np.float64(self.radius))  # compared exactly, in float64
         pairs = np.ascontiguousarray(pairs if keep.all() else pairs[keep], dtype=np.int64)
         del dist, keep
@@ -280,7 +280,7 @@ def _receiver_major(pairs: np.ndarray, n: int) -> torch.Tensor:
     return edge_index
 
 
-def _geometry(x, box, send, recv, disp, dist) -> None:
+def minimum_image(x, box, send, recv, disp, dist) -> None:
     """Fill ``dist`` (and ``disp`` unless None) with x[recv] - x[send], minimum image when periodic, chunk by
     chunk. The same arithmetic for (j, i) and (i, j) gives exactly opposite vectors and equal norms."""
     b = None if box is None else box.astype(x.dtype)
@@ -301,5 +301,5 @@ def _geometry(x, box, send, recv, disp, dist) -> None:
 
 def _edges(edge_index: torch.Tensor, x: np.ndarray, box) -> Edges:
     disp, dist = np.empty((edge_index.shape[1], x.shape[1]), x.dtype), np.empty(edge_index.shape[1], x.dtype)
-    _geometry(x, box, *edge_index.numpy(), disp, dist)
+    minimum_image(x, box, *edge_index.numpy(), disp, dist)
     return Edges(edge_index, torch.from_numpy(disp), torch.from_numpy(dist))
